@@ -1,0 +1,252 @@
+"""The audit pipeline: load, build one variant per scheme, probe it, score, judge, and report.
+
+Zhang et al. (ICLR 2025) show that unlearning with a small learning rate moves weights by less than a
+4-bit quantization step, so a quantized "unlearned" model can recite the forget set again. The audit
+therefore probes the claimed-unlearned model under every requested scheme, and compares against the
+same scheme applied to the original model (retention, the paper's definition) when one is given.
+Variants are built one at a time and freed before the next, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import stats
+from .data import QASet, TextSet
+from .errors import InputError
+from .models.hf import HFModel
+from .models.loading import Checkpoint, load_checkpoint
+from .policy import Policy, Result, judge
+from .probes import knowmem, mink, verbmem
+from .probes.base import ProbeOutput, definitions
+from .quantize.base import SchemeUnavailable
+from .quantize.grid import grid_overlap
+from .quantize.registry import DEFAULT_SCHEMES, get_scheme
+from .report.build import build_report
+
+
+@dataclass(frozen=True)
+class AuditData:
+    forget: TextSet
+    holdout: TextSet
+    retain: TextSet | None = None
+    forget_qa: QASet | None = None
+    retain_qa: QASet | None = None
+    holdout_qa: QASet | None = None
+    icl: QASet | None = None
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    schemes: tuple[str, ...] = DEFAULT_SCHEMES
+    seed: int = 0
+    bootstrap: int = 1000
+    batch_size: int = 8
+    muse_strict: bool = False
+    policy: Policy = field(default_factory=Policy)
+
+
+@dataclass
+class _Workload:
+    """Everything tokenized once with the audited model's tokenizer, reused by every variant."""
+
+    verbmem: dict[str, list]
+    knowmem: dict[str, list]
+    mink: dict[str, list]
+    icl_source: str
+    notes: list[str]
+
+
+def _same_tokenizer(a: Checkpoint, b: Checkpoint) -> None:
+    if a.tokenizer.get_vocab() != b.tokenizer.get_vocab():
+        raise InputError(f"{b.path}: the {b.role} model's tokenizer differs from the audited model's")
+
+
+def _workload(ckpt: Checkpoint, data: AuditData, cfg: AuditConfig) -> _Workload:
+    tok, notes = ckpt.tokenizer, []
+    vm = {}
+    for split, ts in (("forget", data.forget), ("holdout", data.holdout)):
+        items, short = verbmem.prepare(tok, ts.texts, cfg.muse_strict)
+        if short:
+            notes.append(f"verbmem: {short} {split} text(s) shorter than the prompt were not scored")
+        vm[split] = items
+    shots = definitions()["knowmem"]["shots"]
+    retain_pairs = list(data.retain_qa.pairs) if data.retain_qa else []
+    if data.icl is not None:
+        icl, icl_source = list(data.icl.pairs), f"icl file {data.icl.path}"
+    elif retain_pairs:
+        icl, retain_pairs = retain_pairs[:shots], retain_pairs[shots:]
+        icl_source = f"first {len(icl)} retain QA pairs (excluded from the retain score)"
+    else:
+        icl, icl_source = [], "none (zero-shot): give --icl or --retain-qa for MUSE's few-shot prompt"
+    km = {}
+    for split, pairs in (
+        ("forget", data.forget_qa.pairs if data.forget_qa else []),
+        ("retain", retain_pairs),
+        ("holdout", data.holdout_qa.pairs if data.holdout_qa else []),
+    ):
+        if pairs:
+            km[split] = knowmem.prepare(tok, pairs, icl, cfg.muse_strict)
+    max_len = getattr(ckpt.model.config, "max_position_embeddings", None)
+    mk = {}
+    for split, ts in (("forget", data.forget), ("holdout", data.holdout)):
+        mk[split], cut = mink.prepare(tok, ts.texts, max_len)
+        if cut:
+            notes.append(f"mink: {cut} {split} text(s) longer than the context ({max_len}) were truncated")
+    return _Workload(vm, km, mk, icl_source, notes)
+
+
+def _probe_all(model: HFModel, tok, work: _Workload, full: bool) -> list[ProbeOutput]:
+    """Run the probes on one variant; ``full=False`` is the original model's subset for retention."""
+    outs = [verbmem.run(model, tok, work.verbmem["forget"], "forget")]
+    if "forget" in work.knowmem:
+        outs.append(knowmem.run(model, tok, work.knowmem["forget"], "forget"))
+    if full:
+        outs.append(verbmem.run(model, tok, work.verbmem["holdout"], "holdout"))
+        for split in ("retain", "holdout"):
+            if split in work.knowmem:
+                outs.append(knowmem.run(model, tok, work.knowmem[split], split))
+        for split in ("forget", "holdout"):
+            outs += mink.run(model, work.mink[split], split)
+    return outs
+
+
+def _rng(seed: int, *key: str) -> np.random.Generator:
+    """A bootstrap stream per result, so one result's interval never depends on the order of others."""
+    return np.random.default_rng([seed, zlib.crc32("/".join(key).encode())])
+
+
+def _score(variant: str, outs: dict, orig: dict, fp32: dict | None, ref_scores, cfg: AuditConfig) -> list[Result]:
+    b, seed, res = cfg.bootstrap, cfg.seed, []
+
+    def add(probe: str, metric: str, est: stats.Estimate) -> None:
+        res.append(Result(variant, probe, metric, est.value, est.ci_low, est.ci_high, est.n))
+
+    for probe in ("verbmem", "knowmem"):
+        for split in ("forget", "holdout", "retain"):
+            if (probe, split) in outs:
+                add(probe, split, stats.mean(outs[probe, split], _rng(seed, variant, probe, split), b))
+        if (probe, "forget") in outs and (probe, "holdout") in outs:
+            rng = _rng(seed, variant, probe, "gap")
+            add(probe, "forget_minus_holdout", stats.difference(outs[probe, "forget"], outs[probe, "holdout"], rng, b))
+        if (probe, "forget") in orig:
+            add(probe, "original_forget", stats.mean(orig[probe, "forget"], _rng(seed, variant, probe, "orig"), b))
+            ratio = lambda x, y: x / y  # noqa: E731  retention = M(Q(unlearned)) / M(Q(original))
+            add(probe, "retention", stats.paired(outs[probe, "forget"], orig[probe, "forget"], ratio, _rng(seed, variant, probe, "ret"), b))
+        if fp32 is not None and variant != "fp32" and (probe, "forget") in fp32:
+            diff = lambda x, y: x - y  # noqa: E731
+            rng = _rng(seed, variant, probe, "rec")
+            add(probe, "recovery_vs_fp32", stats.paired(outs[probe, "forget"], fp32[probe, "forget"], diff, rng, b))
+    headline = f"min_k_{round(definitions()['mink']['headline_k'] * 100)}"
+    for k in definitions()["mink"]["ks"]:
+        metric = f"min_k_{round(k * 100)}"
+        f, h = outs.get(("mink", "forget", metric)), outs.get(("mink", "holdout", metric))
+        if f is None or h is None:
+            continue
+        ref = None
+        if metric == headline:
+            ref = ref_scores if ref_scores is not None else (None, None, 0.5)
+        est, leak = stats.auc(f, h, _rng(seed, variant, "auc", metric), b, ref)
+        add("mink", f"auc_{metric}", est)
+        if metric == headline:
+            add("mink", "auc", est)
+            add("mink", "privleak", leak)
+    return res
+
+
+def _index(outs: list[ProbeOutput]) -> dict:
+    """Per-sample values keyed (probe, split), or (probe, split, metric) for the Min-K% family."""
+    return {((o.probe, o.split) if o.probe != "mink" else (o.probe, o.split, o.metric)): o.values for o in outs}
+
+
+def run_audit(
+    model_dir: str,
+    data: AuditData,
+    cfg: AuditConfig,
+    original_dir: str | None = None,
+    reference_dir: str | None = None,
+    on_step: Callable[[str], None] = lambda s: None,
+) -> dict:
+    started, timings = time.time(), {}
+    torch.manual_seed(cfg.seed)
+    schemes = [get_scheme(n) for n in cfg.schemes]
+    t = time.perf_counter()
+    on_step("loading models")
+    ckpt = load_checkpoint(model_dir, "audited")
+    original = load_checkpoint(original_dir, "original") if original_dir else None
+    reference = load_checkpoint(reference_dir, "reference") if reference_dir else None
+    for other in (original, reference):
+        if other is not None:
+            _same_tokenizer(ckpt, other)
+    tok = ckpt.tokenizer
+    work = _workload(ckpt, data, cfg)
+    timings["load_s"] = time.perf_counter() - t
+
+    ref_scores, ref_info = None, {"source": "fixed 0.5 (no --reference given)", "auc": 0.5}
+    headline = f"min_k_{round(definitions()['mink']['headline_k'] * 100)}"
+    if reference is not None:
+        t = time.perf_counter()
+        on_step("scoring the reference model")
+        ref_model = HFModel("reference", reference.model, tok, cfg.batch_size)
+        f = mink.scores(ref_model.token_scores(work.mink["forget"]), "forget")
+        h = mink.scores(ref_model.token_scores(work.mink["holdout"]), "holdout")
+        pick = lambda outs: next(o.values for o in outs if o.metric == headline)  # noqa: E731
+        ref_scores = (pick(f), pick(h), None)
+        ref_info = {"source": f"reference model {reference.path} (fp32)", "auc": mink.auc(np.array(pick(f)), np.array(pick(h)))}
+        timings["reference_s"] = time.perf_counter() - t
+
+    variants, results, samples, evidence, fp32_outs = [], [], [], {}, None
+    for scheme in schemes:
+        t = time.perf_counter()
+        on_step(f"{scheme.name}: building")
+        try:
+            built = scheme.build(ckpt)
+        except SchemeUnavailable as exc:
+            variants.append({"name": scheme.name, "scheme": scheme.name, "bits": scheme.bits, "status": "skipped", "reason": str(exc)})
+            continue
+        on_step(f"{scheme.name}: probing")
+        outs = _probe_all(HFModel(scheme.name, built, tok, cfg.batch_size), tok, work, full=True)
+        del built
+        orig_outs: list[ProbeOutput] = []
+        overlap = None
+        if original is not None:
+            on_step(f"{scheme.name}: probing the original")
+            try:
+                built_orig = scheme.build(original)
+                orig_outs = _probe_all(HFModel(scheme.name, built_orig, tok, cfg.batch_size), tok, work, full=False)
+                del built_orig
+            except SchemeUnavailable:
+                pass
+            overlap = grid_overlap(scheme, ckpt.model, original.model) if scheme.bits and scheme.bits < 32 else None
+        gc.collect()
+        idx = _index(outs)
+        if scheme.name == "fp32":
+            fp32_outs = idx
+        results += _score(scheme.name, idx, _index(orig_outs), fp32_outs, ref_scores, cfg)
+        if overlap is not None:
+            for metric, value, n in (
+                ("grid_code_overlap", overlap.code_overlap, overlap.n_weights),
+                ("grid_scale_changed", overlap.scale_changed, overlap.n_groups),
+            ):
+                results.append(Result(scheme.name, "weights", metric, value, None, None, n))
+        for o in outs:
+            samples.append({"variant": scheme.name, "model": "audited", "probe": o.probe, "split": o.split, "metric": o.metric, "values": list(o.values)})
+        for o in orig_outs:
+            samples.append({"variant": scheme.name, "model": "original", "probe": o.probe, "split": o.split, "metric": o.metric, "values": list(o.values)})
+        evidence[scheme.name] = next(o.generations for o in outs if o.probe == "verbmem" and o.split == "forget")
+        variants.append({"name": scheme.name, "scheme": scheme.name, "bits": scheme.bits, "status": "built", "reason": ""})
+        timings[f"{scheme.name}_s"] = time.perf_counter() - t
+
+    checks, verdict, reason = judge(results, variants, cfg.policy)
+    return build_report(
+        ckpt=ckpt, original=original, reference=reference, data=data, cfg=cfg, schemes=schemes,
+        work=work, ref_info=ref_info, variants=variants, results=results, checks=checks,
+        verdict=verdict, reason=reason, samples=samples, evidence=evidence, timings=timings, started=started,
+    )

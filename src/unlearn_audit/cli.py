@@ -1,0 +1,204 @@
+"""The ``unlearn-audit`` command line. Exit codes: 0 PASS, 1 FAIL or INCONCLUSIVE, 2 bad input or usage,
+3 internal error (a bug in the tool, never a finding about the model). Reports go to stdout and files;
+human messages and progress bars go to stderr, progress only on a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from .errors import InputError
+
+try:  # typer >= 0.20 vendors its own click; usage errors are raised from there
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer uses the click package
+    from click import exceptions as click_exc
+
+EXIT = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 1}
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+err = Console(stderr=True, highlight=False)
+
+
+class _Steps:
+    """A spinner with the current stage on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.status = err.status("starting") if err.is_terminal else None
+
+    def __enter__(self):
+        if self.status:
+            self.status.__enter__()
+        return self
+
+    def __call__(self, text: str) -> None:
+        if self.status:
+            self.status.update(text)
+
+    def __exit__(self, *exc):
+        if self.status:
+            self.status.__exit__(*exc)
+
+
+def _emit(report: dict, fmt: str, out: Optional[Path]) -> int:
+    from .report.console import render
+    from .report.write import to_json_text, write_json_atomic
+
+    if out is not None:
+        write_json_atomic(out / "report.json", report)
+    if fmt == "json":
+        sys.stdout.write(to_json_text(report))
+    else:
+        render(report, Console())
+        if out is not None:
+            err.print(f"report written to {out / 'report.json'}")
+    return EXIT[report["verdict"]]
+
+
+def _check_out(out: Optional[Path]) -> None:
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: --out must be a directory")
+    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(probe, os.W_OK):
+        raise InputError(f"{out}: --out is not writable")
+
+
+@app.command()
+def audit(
+    model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="Claimed-unlearned model: a local Hugging Face directory."),
+    forget: Path = typer.Option(..., help="Forget set, JSONL of {\"text\": ...}."),
+    holdout: Path = typer.Option(..., help="Holdout set (never trained on), JSONL of {\"text\": ...}."),
+    retain: Optional[Path] = typer.Option(None, help="Retain set, JSONL of {\"text\": ...} (recorded)."),
+    forget_qa: Optional[Path] = typer.Option(None, help="QA about the forget set, JSONL {question, answer}."),
+    retain_qa: Optional[Path] = typer.Option(None, help="QA about the retain set (utility)."),
+    holdout_qa: Optional[Path] = typer.Option(None, help="QA about the holdout set (KnowMem baseline)."),
+    icl: Optional[Path] = typer.Option(None, help="Few-shot QA pairs for KnowMem (default: retain QA)."),
+    original: Optional[Path] = typer.Option(None, help="The model before unlearning (for retention)."),
+    reference: Optional[Path] = typer.Option(None, help="A model retrained without the forget set."),
+    schemes: str = typer.Option(",".join(["fp32", "rtn-int8", "rtn-int4", "bnb-fp4"]), help="Comma-separated scheme names (see `schemes`)."),
+    out: Optional[Path] = typer.Option(None, envvar="UNLEARN_AUDIT_OUT", help="Directory for report.json."),
+    seed: int = typer.Option(0, help="Seed for the bootstrap and any randomness."),
+    fmt: str = typer.Option("table", "--format", help="stdout format: table or json."),
+    batch_size: int = typer.Option(8, min=1, help="Sequences per forward/generate batch."),
+    muse_strict: bool = typer.Option(False, help="Literal MUSE prompts: trailing-space KnowMem query, 128-token VerbMem."),
+) -> None:
+    """Audit a checkpoint: quantize it under each scheme, probe every variant, and give a verdict."""
+    from .audit import AuditConfig, AuditData, run_audit
+    from .data import load_qa, load_texts
+    from .quantize.registry import parse_schemes
+
+    if fmt not in ("table", "json"):
+        raise InputError(f"--format must be 'table' or 'json', got {fmt!r}")
+    _check_out(out)
+    names = tuple(s.name for s in parse_schemes(schemes))
+    data = AuditData(
+        forget=load_texts(forget),
+        holdout=load_texts(holdout),
+        retain=load_texts(retain) if retain else None,
+        forget_qa=load_qa(forget_qa) if forget_qa else None,
+        retain_qa=load_qa(retain_qa) if retain_qa else None,
+        holdout_qa=load_qa(holdout_qa) if holdout_qa else None,
+        icl=load_qa(icl) if icl else None,
+    )
+    cfg = AuditConfig(schemes=names, seed=seed, batch_size=batch_size, muse_strict=muse_strict)
+    with _Steps() as steps:
+        report = run_audit(
+            str(model_dir), data, cfg,
+            original_dir=str(original) if original else None,
+            reference_dir=str(reference) if reference else None,
+            on_step=steps,
+        )
+    raise typer.Exit(_emit(report, fmt, out))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("unlearn-audit-demo"), help="Directory for the demo's data and report.json."),
+    fmt: str = typer.Option("table", "--format", help="stdout format: table or json."),
+) -> None:
+    """Build the built-in benchmark (cached), unlearn it, and audit the result. Exits 0 once it ran."""
+    from .benchmark.scenario import run_demo
+
+    if fmt not in ("table", "json"):
+        raise InputError(f"--format must be 'table' or 'json', got {fmt!r}")
+    _check_out(out)
+    with _Steps() as steps:
+        report = run_demo(out, on_step=steps, log=lambda m: err.print(m))
+    _emit(report, fmt, out)
+    err.print(f"demo finished: verdict {report['verdict']} (see {out / 'report.json'})")
+
+
+@app.command()
+def quantize(
+    model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="A local Hugging Face causal-LM directory."),
+    scheme: str = typer.Option(..., help="Scheme name (see `schemes`)."),
+    out: Path = typer.Option(..., help="Directory to write the quantized checkpoint to (must not exist)."),
+) -> None:
+    """Write SCHEME applied to MODEL_DIR as a checkpoint that transformers loads."""
+    from .models.loading import load_checkpoint
+    from .quantize.base import SchemeUnavailable
+    from .quantize.registry import get_scheme
+
+    s = get_scheme(scheme)
+    if out.exists():
+        raise InputError(f"{out}: already exists; choose a new directory")
+    _check_out(out)
+    ckpt = load_checkpoint(model_dir)
+    try:
+        model = s.build(ckpt)
+    except SchemeUnavailable as exc:
+        raise InputError(f"scheme {scheme}: {exc}") from None
+    tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        ckpt.tokenizer.save_pretrained(tmp)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    err.print(f"wrote {s.name} checkpoint to {out}")
+
+
+@app.command("schemes")
+def list_schemes() -> None:
+    """List the quantization schemes with a one-line description each."""
+    from .quantize.registry import SCHEMES
+
+    for name, factory in SCHEMES.items():
+        typer.echo(f"{name:<14} {factory().description}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args.remove("--debug")
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="unlearn-audit", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except click_exc.UsageError as exc:
+        err.print(f"unlearn-audit: error: {exc.format_message()}", markup=False)
+        code = 2
+    except InputError as exc:
+        err.print(f"unlearn-audit: error: {exc}", markup=False)
+        code = 2
+    except (KeyboardInterrupt, typer.Abort):
+        err.print("unlearn-audit: interrupted", markup=False)
+        code = 130
+    except Exception as exc:  # a bug in the tool, not a finding: keep it apart from FAIL (exit 3)
+        if debug:
+            err.print_exception()
+        err.print(f"unlearn-audit: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", markup=False)
+        code = 3
+    sys.exit(code or 0)

@@ -1,0 +1,104 @@
+"""A Hugging Face causal LM behind the narrow interface, batched on CPU or GPU."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from .base import TokenScores
+
+
+def _batches(order: list[int], size: int) -> list[list[int]]:
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+class HFModel:
+    """Wraps a loaded transformers model. Sequences are sorted by length so batches pad little."""
+
+    def __init__(
+        self, name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 8
+    ) -> None:
+        self.name = name
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def token_scores(self, sequences: Sequence[Sequence[int]]) -> list[TokenScores]:
+        out: list[TokenScores | None] = [None] * len(sequences)
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        for batch in _batches(order, self.batch_size):
+            width = max(len(sequences[i]) for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+                mask[row, : len(sequences[i])] = 1
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            target = ids[:, 1:].to(self.device).unsqueeze(-1)
+            token_lp = logp.gather(-1, target).squeeze(-1)
+            probs = logp.exp()
+            mu = (probs * logp).sum(-1)
+            var = (probs * logp.square()).sum(-1) - mu.square()
+            sigma = var.clamp_min(0).sqrt()
+            for row, i in enumerate(batch):
+                n = len(sequences[i]) - 1
+                out[i] = TokenScores(
+                    logprobs=token_lp[row, :n].cpu().numpy().astype(np.float64),
+                    mu=mu[row, :n].cpu().numpy().astype(np.float64),
+                    sigma=sigma[row, :n].cpu().numpy().astype(np.float64),
+                )
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def greedy(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: Sequence[int],
+        stop_strings: Sequence[str] = (),
+    ) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: (max_new_tokens[i], len(prompts[i])))
+        for batch in _batches(order, self.batch_size):
+            width = max(len(prompts[i]) for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
+                ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]) :] = 1
+            budget = max(max_new_tokens[i] for i in batch)
+            config = GenerationConfig(
+                do_sample=False,
+                max_new_tokens=budget,
+                pad_token_id=self.pad_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                stop_strings=list(stop_strings) or None,
+            )
+            extra = {"tokenizer": self.tokenizer} if stop_strings else {}
+            generated = self.model.generate(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                generation_config=config,
+                **extra,
+            )
+            for row, i in enumerate(batch):
+                new = generated[row, width:].tolist()[: max_new_tokens[i]]
+                out[i] = _strip_after_eos(new, self.tokenizer.eos_token_id, self.pad_id)
+        return out
+
+
+def _strip_after_eos(ids: list[int], eos: int | None, pad: int) -> list[int]:
+    """Drop the EOS and whatever generate padded after a finished row."""
+    for j, tok in enumerate(ids):
+        if tok == eos:
+            ids = ids[:j]
+            break
+    while ids and ids[-1] == pad:  # rows that met a stop string are padded to the batch's length
+        ids = ids[:-1]
+    return ids

@@ -1,0 +1,1 @@
+"""Probes: VerbMem, KnowMem and Min-K% membership inference, with MUSE's exact definitions."""

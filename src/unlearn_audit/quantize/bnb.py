@@ -1,0 +1,82 @@
+"""bitsandbytes, the paper's own quantizers: 4-bit FP4/NF4 (blocksize 64) and LLM.int8().
+
+The paper's released code quantizes only through ``BitsAndBytesConfig(load_in_4bit=True)`` (FP4 by
+default, compute dtype float32) and ``load_in_8bit=True`` (LLM.int8 with outlier threshold 6.0), so
+these presets reproduce its configuration; its "RTN" tables come from this path. Through transformers
+the 4-bit blocksize is fixed at 64 (``bnb_4bit_blocksize`` is ignored), which we record rather than hide.
+
+Trap guarded here: on CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights on the first forward
+pass and a missing absmax transpose in the inverse repack then corrupts them; setting
+``support_avx512bf16_for_cpu = False`` on every ``Linear4bit`` keeps the weights intact (a test checks
+that the logits match a model rebuilt from the dequantized weights after several forwards).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Scheme, SchemeUnavailable
+
+
+def _bnb():
+    try:
+        import bitsandbytes
+    except ImportError as exc:
+        raise SchemeUnavailable(f"bitsandbytes is not installed (pip install 'unlearn-audit[bnb]'): {exc}")
+    return bitsandbytes
+
+
+class BitsAndBytes(Scheme):
+    def __init__(self, mode: str) -> None:
+        if mode not in ("fp4", "nf4", "int8"):
+            raise ValueError(mode)
+        self.mode = mode
+        self.name = f"bnb-{mode}"
+        self.bits = 8 if mode == "int8" else 4
+        self.description = (
+            "bitsandbytes LLM.int8() (outlier threshold 6.0), the paper's 8-bit setting"
+            if mode == "int8"
+            else f"bitsandbytes 4-bit {mode.upper()}, blocksize 64"
+            + (" (the paper's 4-bit setting)" if mode == "fp4" else "")
+        )
+
+    def params(self) -> dict:
+        if self.mode == "int8":
+            return {"method": "bitsandbytes", "load_in_8bit": True, "llm_int8_threshold": 6.0}
+        return {
+            "method": "bitsandbytes",
+            "load_in_4bit": True,
+            "bnb_4bit_quant_type": self.mode,
+            "blocksize": 64,
+            "bnb_4bit_compute_dtype": "float32",
+            "bnb_4bit_use_double_quant": False,
+            "skipped_modules": "lm_head",
+            "avx512bf16_guard": "support_avx512bf16_for_cpu=False on every Linear4bit",
+        }
+
+    def build(self, checkpoint):
+        bnb = _bnb()
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        if self.mode == "int8":
+            config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=6.0)
+        else:
+            config = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type=self.mode, bnb_4bit_compute_dtype=torch.float32
+            )
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                checkpoint.path,
+                quantization_config=config,
+                device_map="cpu",
+                dtype=torch.float32,
+                local_files_only=True,
+                trust_remote_code=False,
+                use_safetensors=True,
+            )
+        except Exception as exc:  # bitsandbytes refuses some CPUs/builds with assorted exception types
+            raise SchemeUnavailable(f"bitsandbytes could not quantize this model here: {exc}") from None
+        for module in model.modules():
+            if isinstance(module, bnb.nn.Linear4bit):
+                module.support_avx512bf16_for_cpu = False
+        return model.eval()

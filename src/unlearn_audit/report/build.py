@@ -1,0 +1,93 @@
+"""Assemble report.json (schema documented in the README; keys are never renamed, only added)."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from importlib import metadata
+
+from .. import __version__
+from ..probes.base import definitions
+
+SCHEMA_VERSION = "1.0"
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "safetensors", "tokenizers", "rouge-score", "numpy", "scipy", "bitsandbytes"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _dataset(ts) -> dict | None:
+    if ts is None:
+        return None
+    n = len(ts.texts) if hasattr(ts, "texts") else len(ts.pairs)
+    return {"path": ts.path, "sha256": ts.sha256, "n": n}
+
+
+def _model(ckpt) -> dict | None:
+    if ckpt is None:
+        return None
+    return {"path": ckpt.path, "files": ckpt.file_hashes, "config": ckpt.config_summary}
+
+
+def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_info, variants, results,
+                 checks, verdict, reason, samples, evidence, timings, started) -> dict:
+    forget_items = work.verbmem["forget"]
+    shown = min(3, len(forget_items))
+    tok = ckpt.tokenizer
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool_version": __version__,
+        "verdict": verdict,
+        "verdict_reason": reason,
+        "variants": variants,
+        "results": [r.to_dict() for r in results],
+        "checks": [c.to_dict() for c in checks],
+        "inputs": {
+            "model": _model(ckpt),
+            "original": _model(original),
+            "reference": _model(reference),
+            **{name: _dataset(getattr(data, name)) for name in
+               ("forget", "holdout", "retain", "forget_qa", "retain_qa", "holdout_qa", "icl")},
+        },
+        "config": {
+            "schemes": {s.name: {"description": s.description, "bits": s.bits, **s.params()} for s in schemes},
+            "seed": cfg.seed,
+            "bootstrap_resamples": cfg.bootstrap,
+            "confidence": 0.95,
+            "batch_size": cfg.batch_size,
+            "policy": cfg.policy.to_dict(),
+            "probes": definitions(),
+            "knowmem_prompt": "literal MUSE query (trailing space)" if cfg.muse_strict
+            else "MUSE text with the separating space on the answer side (lm-eval target delimiter)",
+            "verbmem_generation": "fixed 128 new tokens (MUSE)" if cfg.muse_strict
+            else "new tokens capped at the reference continuation's length (at most 128)",
+            "knowmem_icl_source": work.icl_source,
+            "privleak_reference": ref_info,
+            "notes": work.notes,
+        },
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "run": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "duration_s": round(time.time() - started, 3),
+            "argv": sys.argv,
+            "platform": platform.platform(),
+            "versions": _versions(),
+        },
+        "evidence": [
+            {
+                "prompt": tok.decode(forget_items[i].prompt_ids, skip_special_tokens=True),
+                "reference": forget_items[i].reference,
+                "outputs": {v: gens[i] for v, gens in evidence.items()},
+            }
+            for i in range(shown)
+        ],
+        "samples": samples,
+    }

@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny benchmark, a tokenizer trained on it, and two tiny models built for real.
+
+``memoriser`` was fine-tuned on forget + retain until it recites the forget set; ``clean`` saw only
+the retain set. Both are trained from scratch in seconds, once per test session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from unlearn_audit.benchmark import bios, tiny, training
+from unlearn_audit.data import write_jsonl
+
+N_PER_SET = 32
+
+
+@pytest.fixture(scope="session")
+def bench(tmp_path_factory) -> dict[str, Path]:
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("bench")
+    split = bios.generate(N_PER_SET, N_PER_SET, N_PER_SET, qa_per_person=2, seed=1)
+    files: dict[str, Path] = {}
+    for name in ("forget", "retain", "holdout"):
+        files[name] = root / f"{name}.jsonl"
+        write_jsonl(files[name], [{"text": t} for t in split.texts[name]])
+        files[f"{name}_qa"] = root / f"{name}_qa.jsonl"
+        write_jsonl(files[f"{name}_qa"], [{"question": q, "answer": a} for q, a in split.qa[name]])
+    tok = tiny.train_tokenizer(split.texts["retain"] + split.texts["forget"] + split.texts["holdout"])
+
+    def train(texts: list[str], name: str) -> Path:
+        model = tiny.tiny_llama(len(tok), seed=0)
+        qa_text = [f"Question: {q}\nAnswer: {a}" for s in ("retain",) for q, a in split.qa[s]]
+        seqs = training.encode(tok, texts + qa_text)
+        training.finetune(model, seqs, tok.pad_token_id, lr=3e-3, epochs=30, batch_size=16, warmup=10)
+        return tiny.save(model, tok, root / name)
+
+    files["memoriser"] = train(split.texts["forget"] + split.texts["retain"], "memoriser")
+    files["clean"] = train(split.texts["retain"], "clean")
+    return files
