@@ -177,28 +177,42 @@ def list_schemes() -> None:
         typer.echo(f"{name:<14} {factory().description}")
 
 
+def _say(message: str) -> None:
+    """One unwrapped line on stderr (rich would wrap long paths onto several lines)."""
+    sys.stderr.write("unlearn-audit: " + " ".join(message.split()) + "\n")
+
+
+def _quiet_libraries() -> None:
+    """Library progress bars and advisories would interleave with our stderr; our own stages suffice."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
+    _quiet_libraries()
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="unlearn-audit", standalone_mode=False)
     except typer.Exit as exc:
         code = exc.exit_code
     except click_exc.UsageError as exc:
-        err.print(f"unlearn-audit: error: {exc.format_message()}", markup=False)
+        _say(f"error: {exc.format_message()}")
         code = 2
     except InputError as exc:
-        err.print(f"unlearn-audit: error: {exc}", markup=False)
+        _say(f"error: {exc}")
         code = 2
     except (KeyboardInterrupt, typer.Abort):
-        err.print("unlearn-audit: interrupted", markup=False)
+        _say("interrupted")
         code = 130
     except Exception as exc:  # a bug in the tool, not a finding: keep it apart from FAIL (exit 3)
         if debug:
             err.print_exception()
-        err.print(f"unlearn-audit: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", markup=False)
+        _say(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
         code = 3
     sys.exit(code or 0)

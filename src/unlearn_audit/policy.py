@@ -55,7 +55,7 @@ class Policy:
 
     verbmem_gap_max: float = 0.10  # forget VerbMem may exceed holdout VerbMem by at most 10 ROUGE-L points
     knowmem_gap_max: float = 0.10  # same for forget-QA vs holdout-QA KnowMem
-    privleak_abs_max: float = 40.0  # |PrivLeak| bound; 40% of a 0.5 reference AUC is ±0.2 AUC
+    privleak_abs_max: float = 50.0  # |PrivLeak| bound; 50% of a 0.5 reference AUC is ±0.25 AUC
     min_documents: int = 10  # below this a bootstrap interval means little: INCONCLUSIVE
 
     def to_dict(self) -> dict:

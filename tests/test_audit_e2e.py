@@ -1,0 +1,71 @@
+"""End-to-end audits of real tiny models through the CLI: the memoriser must FAIL, the clean model PASS."""
+
+import json
+
+import pytest
+
+from unlearn_audit.cli import main
+
+REQUIRED_KEYS = {"schema_version", "tool_version", "verdict", "variants", "results", "checks", "inputs", "config", "timings"}
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def audit_args(bench, model, out, *extra):
+    return ["audit", bench[model], "--forget", bench["forget"], "--holdout", bench["holdout"],
+            "--forget-qa", bench["forget_qa"], "--retain-qa", bench["retain_qa"],
+            "--holdout-qa", bench["holdout_qa"], "--out", out, *extra]
+
+
+def result(report, variant, probe, metric):
+    return next(r for r in report["results"] if (r["variant"], r["probe"], r["metric"]) == (variant, probe, metric))
+
+
+def test_memoriser_fails(bench, tmp_path, capsys):
+    code, stdout, _ = run_cli(audit_args(bench, "memoriser", tmp_path, "--schemes", "fp32,rtn-int8", "--format", "json"), capsys)
+    report = json.loads(stdout)
+    assert code == 1 and report["verdict"] == "FAIL"
+    assert REQUIRED_KEYS <= set(report)
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    assert "remembers the forget set under fp32" in report["verdict_reason"]
+    for variant in ("fp32", "rtn-int8"):
+        assert result(report, variant, "verbmem", "forget")["value"] > 0.8
+        assert result(report, variant, "mink", "auc")["value"] < 0.1
+        assert result(report, variant, "mink", "privleak")["value"] < -80
+        statuses = {c["check"]: c["status"] for c in report["checks"] if c["variant"] == variant}
+        assert statuses["verbmem"] == "FAIL" and statuses["privleak"] == "FAIL"
+    gap = result(report, "fp32", "verbmem", "forget_minus_holdout")
+    assert gap["ci_low"] <= gap["value"] <= gap["ci_high"] and gap["n"] == 48
+    assert report["inputs"]["forget"]["n"] == 48 and len(report["inputs"]["forget"]["sha256"]) == 64
+    assert all(len(h) == 64 for h in report["inputs"]["model"]["files"].values())
+
+
+def test_clean_model_passes(bench, tmp_path, capsys):
+    code, stdout, _ = run_cli(audit_args(bench, "clean", tmp_path, "--schemes", "fp32,rtn-int8,rtn-int4"), capsys)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["verdict"] == "PASS", report["verdict_reason"]
+    assert code == 0
+    assert "VERDICT: PASS" in stdout
+    assert {c["status"] for c in report["checks"]} == {"PASS"}
+
+
+def test_original_and_reference_give_retention_grid_overlap_and_privleak(bench, tmp_path, capsys):
+    args = audit_args(bench, "memoriser", tmp_path, "--schemes", "fp32,rtn-int4", "--format", "json",
+                      "--original", bench["memoriser"], "--reference", bench["clean"])
+    code, stdout, _ = run_cli(args, capsys)
+    report = json.loads(stdout)
+    assert code == 1
+    # the same scheme applied to the same weights: retention is exactly 1 and every code matches
+    assert result(report, "rtn-int4", "verbmem", "retention")["value"] == pytest.approx(1.0)
+    assert result(report, "rtn-int4", "weights", "grid_code_overlap")["value"] == 1.0
+    assert result(report, "rtn-int4", "weights", "grid_scale_changed")["value"] == 0.0
+    ref = report["config"]["privleak_reference"]
+    assert ref["source"].startswith("reference model") and 0.25 < ref["auc"] < 0.75
+    leak = result(report, "fp32", "mink", "privleak")
+    assert leak["value"] == pytest.approx((result(report, "fp32", "mink", "auc")["value"] - ref["auc"]) / ref["auc"] * 100)
+    assert report["config"]["knowmem_icl_source"].startswith("first 10 retain QA pairs")

@@ -1,0 +1,58 @@
+"""bitsandbytes (the paper's quantizers) on CPU, with the AVX512-BF16 corruption guard.
+
+On AVX512-BF16 CPUs the first forward repacks 4-bit weights and, without the guard, later dequantization
+(and every forward after it) uses corrupted weights. The test runs several forwards, then rebuilds an
+fp32 model from the dequantized weights: its logits must equal the quantized model's.
+"""
+
+import copy
+
+import pytest
+import torch
+
+from unlearn_audit.benchmark import tiny
+from unlearn_audit.models.loading import load_checkpoint
+from unlearn_audit.quantize.bnb import BitsAndBytes
+
+bnb = pytest.importorskip("bitsandbytes")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    tok = tiny.train_tokenizer(["the quick brown fox jumps over the lazy dog"] * 8, 300)
+    path = tiny.save(tiny.tiny_llama(len(tok), hidden=128, layers=2, seed=5), tok, tmp_path_factory.mktemp("m") / "m")
+    return load_checkpoint(path)
+
+
+@pytest.mark.parametrize("mode", ["fp4", "nf4"])
+def test_4bit_logits_match_the_dequantized_weights_after_repeated_forwards(ckpt, mode):
+    q = BitsAndBytes(mode).build(ckpt)
+    ids = torch.tensor([[0, 5, 9, 23, 41, 7, 3, 12]])
+    with torch.no_grad():
+        first = q(ids).logits
+        for _ in range(2):
+            again = q(ids).logits
+    assert torch.allclose(first, again)
+    rebuilt = copy.deepcopy(ckpt.model)
+    modules = dict(rebuilt.named_modules())
+    n = 0
+    for name, mod in q.named_modules():
+        if isinstance(mod, bnb.nn.Linear4bit):
+            w = bnb.functional.dequantize_4bit(mod.weight.data, mod.weight.quant_state).float()
+            modules[name].weight.data.copy_(w)
+            n += 1
+    assert n == 2 * 7  # q, k, v, o, gate, up, down per layer; lm_head stays full precision
+    with torch.no_grad():
+        expected = rebuilt(ids).logits
+    assert torch.allclose(again, expected, atol=1e-4), (again - expected).abs().max()
+    # and the quantization really happened
+    assert not torch.allclose(expected, ckpt.model(ids).logits, atol=1e-4)
+
+
+def test_llm_int8_runs_on_cpu(ckpt):
+    q = BitsAndBytes("int8").build(ckpt)
+    ids = torch.tensor([[0, 5, 9, 23, 41]])
+    with torch.no_grad():
+        out, ref = q(ids).logits, ckpt.model(ids).logits
+    rel = (out - ref).norm() / ref.norm()
+    assert 0 < rel < 0.1

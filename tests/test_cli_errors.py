@@ -1,0 +1,142 @@
+"""Bad input: one line on stderr naming the file (and line), exit 2, no traceback, no report written."""
+
+import json
+
+import pytest
+import torch
+
+from unlearn_audit.benchmark import tiny
+from unlearn_audit.cli import main
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("untrained")
+    tok = tiny.train_tokenizer(["a small corpus for a tokenizer, nothing more"] * 4, vocab_size=300)
+    return tiny.save(tiny.tiny_llama(len(tok), hidden=32, layers=1), tok, root / "model")
+
+
+@pytest.fixture
+def sets(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"text": f"document number {i}"}) + "\n" for i in range(12)))
+    return tmp_path, good
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return exc.value.code, captured.err
+
+
+def one_line_error(code, err, *needles):
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("unlearn-audit: error: ") and "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        (None, ["missing.jsonl", "not found"]),
+        ("", ["empty"]),
+        ('{"text": "ok"}\n{"text": broken}\n', [":2:", "invalid JSON"]),
+        ('{"text": "ok"}\n{"txt": "x"}\n', [":2:", "missing field 'text'"]),
+        ('{"text": 5}\n', [":1:", "must be a string"]),
+        ('{"text": "  "}\n', [":1:", "is empty"]),
+        ('{"question": "q", "answer": "a"}\n', [":1:", "looks like a QA file"]),
+        ('["a list"]\n', [":1:", "expected a JSON object"]),
+        ("\ufeff" + '{"text": "ok"}\n', ["byte-order mark"]),
+    ],
+)
+def test_bad_forget_file(untrained, sets, capsys, content, needles):
+    root, good = sets
+    bad = root / "missing.jsonl" if content is None else root / "bad.jsonl"
+    if content is not None:
+        bad.write_text(content, encoding="utf-8")
+    out = root / "out"
+    code, err = run(["audit", untrained, "--forget", bad, "--holdout", good, "--out", out], capsys)
+    one_line_error(code, err, *needles)
+    assert not out.exists()
+
+
+def test_non_utf8_and_directory(untrained, sets, capsys):
+    root, good = sets
+    (root / "latin1.jsonl").write_bytes('{"text": "caf\xe9"}\n'.encode("latin-1"))
+    one_line_error(*run(["audit", untrained, "--forget", root / "latin1.jsonl", "--holdout", good], capsys), "not UTF-8")
+    one_line_error(*run(["audit", untrained, "--forget", root, "--holdout", good], capsys), "is a directory")
+
+
+def test_bad_qa_file_names_the_line(untrained, sets, capsys):
+    root, good = sets
+    (root / "qa.jsonl").write_text('{"question": "q", "answer": "a"}\n{"question": "q"}\n')
+    code, err = run(["audit", untrained, "--forget", good, "--holdout", good, "--forget-qa", root / "qa.jsonl"], capsys)
+    one_line_error(code, err, "qa.jsonl:2:", "missing field 'answer'")
+
+
+def test_model_directory_problems(untrained, sets, capsys, tmp_path):
+    _, good = sets
+    base = ["--forget", good, "--holdout", good]
+    one_line_error(*run(["audit", tmp_path / "nope", *base], capsys), "directory not found")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line_error(*run(["audit", empty, *base], capsys), "no config.json")
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((untrained / "config.json").read_text())
+    torch.save({"w": torch.zeros(1)}, pickled / "pytorch_model.bin")
+    one_line_error(*run(["audit", pickled, *base], capsys), "pickle weights", "pytorch_model.bin")
+    (pickled / "pytorch_model.bin").unlink()
+    one_line_error(*run(["audit", pickled, *base], capsys), "no .safetensors")
+
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    config = json.loads((untrained / "config.json").read_text())
+    (remote / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModelForCausalLM": "x.Y"}}))
+    one_line_error(*run(["audit", remote, *base], capsys), "custom code")
+
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    (encoder / "config.json").write_text(json.dumps({"model_type": "vit"}))
+    one_line_error(*run(["audit", encoder, *base], capsys), "not a causal language model")
+
+
+def test_usage_errors(untrained, sets, capsys):
+    _, good = sets
+    base = ["audit", untrained, "--forget", good, "--holdout", good]
+    one_line_error(*run([*base, "--schemes", "rtn-int5"], capsys), "did you mean 'rtn-int8'")
+    one_line_error(*run([*base, "--format", "xml"], capsys), "--format")
+    one_line_error(*run(["audit", untrained, "--forget", good], capsys), "--holdout")
+    one_line_error(*run([*base, "--out", good], capsys), "must be a directory")
+
+
+def test_quantize_writes_a_loadable_checkpoint(untrained, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from unlearn_audit.quantize.rtn import rtn_quantize
+
+    out = tmp_path / "q"
+    code, _ = run(["quantize", untrained, "--scheme", "rtn-int4", "--out", out], capsys)
+    assert code == 0
+    q = AutoModelForCausalLM.from_pretrained(out)
+    src = AutoModelForCausalLM.from_pretrained(untrained)
+    w = src.model.layers[0].mlp.up_proj.weight
+    assert torch.equal(q.model.layers[0].mlp.up_proj.weight, rtn_quantize(w, 4, 128))
+    code, err = run(["quantize", untrained, "--scheme", "rtn-int4", "--out", out], capsys)
+    one_line_error(code, err, "already exists")
+
+
+def test_schemes_lists_every_registered_scheme(capsys):
+    from unlearn_audit.quantize.registry import SCHEMES
+
+    with pytest.raises(SystemExit) as exc:
+        main(["schemes"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == list(SCHEMES)
+    assert all(len(line.split(maxsplit=1)) == 2 for line in out)

@@ -1,0 +1,36 @@
+"""The narrow model interface: batching must not change what a probe sees."""
+
+import torch
+
+from unlearn_audit.benchmark import tiny
+from unlearn_audit.models.hf import HFModel
+
+
+def _model():
+    tok = tiny.train_tokenizer(["the quick brown fox jumps over the lazy dog"] * 8 + ["pack my box with five dozen jugs"] * 8, 300)
+    return tiny.tiny_llama(len(tok), hidden=64, layers=2, seed=3), tok
+
+
+def test_batched_greedy_equals_one_at_a_time():
+    model, tok = _model()
+    prompts = [tok(t)["input_ids"] for t in ["the quick", "pack my box with five", "lazy", "the quick brown fox jumps"]]
+    budgets = [5, 9, 3, 7]
+    batched = HFModel("m", model, tok, batch_size=4).greedy(prompts, budgets)
+    single = HFModel("m", model, tok, batch_size=1).greedy(prompts, budgets)
+    assert batched == single
+    assert [len(x) <= b for x, b in zip(batched, budgets)] == [True] * 4
+
+
+def test_token_scores_match_an_unpadded_forward():
+    model, tok = _model()
+    seqs = [tok(t)["input_ids"] for t in ["the quick brown fox", "pack my box", "dog"]]
+    scores = HFModel("m", model, tok, batch_size=3).token_scores(seqs)
+    for seq, s in zip(seqs, scores):
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([seq])).logits[0, :-1], -1)
+        expected = logp.gather(-1, torch.tensor(seq[1:]).unsqueeze(-1)).squeeze(-1)
+        assert len(s.logprobs) == len(seq) - 1
+        assert torch.allclose(torch.tensor(s.logprobs, dtype=torch.float32), expected, atol=1e-5)
+        # mu and sigma are the moments of log p under p itself (Min-K%++)
+        mu = (logp.exp() * logp).sum(-1)
+        assert torch.allclose(torch.tensor(s.mu, dtype=torch.float32), mu, atol=1e-5)
