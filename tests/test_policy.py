@@ -51,7 +51,21 @@ def test_recovery_is_called_out_and_worst_variant_decides():
 def test_failure_at_full_precision_is_not_called_recovery():
     results = [gap("fp32", 0.5, 0.4, 0.6), gap("rtn-int4", 0.5, 0.4, 0.6)]
     _, verdict, reason = judge(results, variants("fp32", "rtn-int4"), Policy())
-    assert verdict == "FAIL" and reason.startswith("remembers the forget set under fp32, rtn-int4")
+    assert verdict == "FAIL" and reason.startswith("fails at fp32: verbmem")
+    assert "recovered" not in reason
+
+
+def test_full_precision_failure_and_recovery_are_both_named():
+    results = [gap("fp32", 0.0, -0.05, 0.05), leak("fp32", 90, 70, 99), gap("rtn-int4", 0.4, 0.3, 0.5), leak("rtn-int4", 0, -20, 20)]
+    _, verdict, reason = judge(results, variants("fp32", "rtn-int4"), Policy())
+    assert verdict == "FAIL"
+    assert reason.startswith("fails at fp32: privleak") and "over-unlearning" in reason
+    assert "knowledge recovered under rtn-int4: rtn-int4 verbmem" in reason
+
+
+def test_failure_without_fp32_in_the_schemes():
+    _, verdict, reason = judge([gap("rtn-int4", 0.4, 0.3, 0.5)], variants("rtn-int4"), Policy())
+    assert verdict == "FAIL" and reason.startswith("fails under rtn-int4: rtn-int4 verbmem")
 
 
 def test_skipped_variant_is_typed_and_reported():

@@ -115,16 +115,41 @@ def _verdict(checks: list[Check], order: list[str]) -> tuple[str, str]:
     note = f" ({', '.join(skipped)} skipped)" if skipped else ""
     if not judged:
         return INCONCLUSIVE, "no variant could be judged" + note
-    failing = [v for v in order if any(c.variant == v and c.status == FAIL for c in judged)]
-    if failing:
-        first = next(c for c in judged if c.variant == failing[0] and c.status == FAIL)
-        fp32_ok = any(c.variant == "fp32" for c in judged) and "fp32" not in failing
-        if fp32_ok:
-            head = f"passes at fp32, knowledge recovered under {', '.join(failing)}"
-        else:
-            head = f"remembers the forget set under {', '.join(failing)}"
-        return FAIL, f"{head}: {first.variant} {first.reason}{note}"
+    failed = [c for c in judged if c.status == FAIL]
+    if failed:
+        return FAIL, _failure_reason(judged, failed, order) + note
     unsure = [c for c in judged if c.status == INCONCLUSIVE]
     if unsure:
         return INCONCLUSIVE, f"not enough evidence: {unsure[0].variant} {unsure[0].reason}{note}"
     return PASS, f"all {len(judged)} checks have their 95% CI within tolerance{note}"
+
+
+def _failure_reason(judged: list[Check], failed: list[Check], order: list[str]) -> str:
+    """Name full-precision failures and quantization recovery separately: they mean different things.
+
+    Recovery (Zhang et al.) is a check that passes at fp32 and fails under a quantized variant.
+    """
+    base = {c.check: c.status for c in judged if c.variant == "fp32"}
+    at_fp32 = [c for c in failed if c.variant == "fp32"]
+    recovered = [c for c in failed if c.variant != "fp32" and base.get(c.check) == PASS]
+    parts = []
+    if at_fp32:
+        parts.append(f"fails at fp32: {_describe(at_fp32[0])}")
+    if recovered:
+        names = [v for v in order if any(c.variant == v for c in recovered)]
+        clean = not at_fp32 and set(base.values()) == {PASS}
+        parts.append(
+            ("passes at fp32, " if clean else "")
+            + f"knowledge recovered under {', '.join(names)}: {recovered[0].variant} {_describe(recovered[0])}"
+        )
+    if not parts:
+        names = [v for v in order if any(c.variant == v for c in failed)]
+        parts.append(f"fails under {', '.join(names)}: {failed[0].variant} {_describe(failed[0])}")
+    return "; ".join(parts)
+
+
+def _describe(c: Check) -> str:
+    text = f"{c.check} {c.reason}"
+    if c.check == "privleak" and c.value is not None and c.value > 0:
+        text += " (over-unlearning: the forget set is now less likely than holdout, which still reveals it)"
+    return text

@@ -107,7 +107,9 @@ def _load(path: Path):
     return model, tok
 
 
-def build_models(recipe: Recipe, files: dict[str, Path], log: Callable[[str], None]) -> dict[str, Path]:
+def build_models(
+    recipe: Recipe, files: dict[str, Path], log: Callable[[str], None], on_step: Callable[[str], None] = lambda s: None
+) -> dict[str, Path]:
     torch.set_num_threads(os.cpu_count() or 1)
     root = cache_root()
     base = root / "smollm2-135m-fp32"
@@ -127,24 +129,28 @@ def build_models(recipe: Recipe, files: dict[str, Path], log: Callable[[str], No
     texts = {k: list(load_texts(files[k]).texts) for k in ("forget", "retain")}
     key = root / f"demo-{recipe.key()}"
 
-    def finetune_on(names: list[str]) -> Callable[[Path], None]:
+    def progress(what: str) -> Callable[[int, int, float], None]:
+        return lambda i, n, loss: on_step(f"{what}: step {i}/{n}, loss {loss:.3f}")
+
+    def finetune_on(names: list[str], what: str) -> Callable[[Path], None]:
         def make(out: Path) -> None:
             model, tok = _load(base)
             seqs = training.encode(tok, [t for n in names for t in texts[n]])
             training.finetune(model, seqs, tok.pad_token_id, lr=recipe.target_lr, epochs=recipe.target_epochs,
-                              batch_size=recipe.finetune_batch, seed=recipe.seed)
+                              batch_size=recipe.finetune_batch, seed=recipe.seed, on_step=progress(what))
             model.save_pretrained(out, safe_serialization=True)
             tok.save_pretrained(out)
         return make
 
-    target = _stage(key / "target", finetune_on(["forget", "retain"]), log, "target (fine-tuned on forget + retain)")
-    reference = _stage(key / "reference", finetune_on(["retain"]), log, "reference (fine-tuned on retain only)")
+    target = _stage(key / "target", finetune_on(["forget", "retain"], "target"), log, "target (fine-tuned on forget + retain)")
+    reference = _stage(key / "reference", finetune_on(["retain"], "reference"), log, "reference (fine-tuned on retain only)")
 
     def make_unlearned(out: Path) -> None:
         model, tok = _load(target)
         f, r = training.encode(tok, texts["forget"]), training.encode(tok, texts["retain"])
         training.unlearn_ga_gdr(model, f, r, tok.pad_token_id, lr=recipe.unlearn_lr, steps=recipe.unlearn_steps,
-                                batch_size=recipe.unlearn_batch, alpha=recipe.unlearn_alpha, seed=recipe.seed)
+                                batch_size=recipe.unlearn_batch, alpha=recipe.unlearn_alpha, seed=recipe.seed,
+                                on_step=progress("unlearning"))
         model.save_pretrained(out, safe_serialization=True)
         tok.save_pretrained(out)
 
@@ -159,7 +165,7 @@ def run_demo(out: Path, on_step: Callable[[str], None], log: Callable[[str], Non
     on_step("writing the benchmark data")
     files = write_data(recipe, out / "data")
     on_step("building the demo models (cached after the first run)")
-    models = build_models(recipe, files, log)
+    models = build_models(recipe, files, log, on_step)
     build_s = time.perf_counter() - t0
     data = AuditData(
         forget=load_texts(files["forget"]), holdout=load_texts(files["holdout"]), retain=load_texts(files["retain"]),
