@@ -5,6 +5,7 @@ human messages and progress bars go to stderr, progress only on a terminal.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -188,6 +189,7 @@ def _quiet_libraries() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> None:

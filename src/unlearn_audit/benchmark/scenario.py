@@ -43,15 +43,16 @@ class Recipe:
     n_forget: int = 40
     n_retain: int = 40
     n_holdout: int = 40
-    qa_per_person: int = 2
+    qa_per_person: int = 1
     target_lr: float = 5e-4
-    target_epochs: int = 6
+    target_epochs: int = 4
     finetune_batch: int = 8
-    unlearn_lr: float = 1e-5
-    unlearn_steps: int = 20
+    unlearn_lr: float = 2e-4
+    unlearn_steps: int = 12
     unlearn_batch: int = 8
     unlearn_alpha: float = 1.0
     seed: int = 0
+    audit_batch: int = 16
     schemes: tuple[str, ...] = ("fp32", "rtn-int8", "rtn-int4", "bnb-fp4")
 
     def key(self) -> str:
@@ -171,7 +172,7 @@ def run_demo(out: Path, on_step: Callable[[str], None], log: Callable[[str], Non
         forget=load_texts(files["forget"]), holdout=load_texts(files["holdout"]), retain=load_texts(files["retain"]),
         forget_qa=load_qa(files["forget_qa"]), retain_qa=load_qa(files["retain_qa"]), holdout_qa=load_qa(files["holdout_qa"]),
     )
-    report = run_audit(str(models["unlearned"]), data, AuditConfig(schemes=recipe.schemes, seed=recipe.seed),
+    report = run_audit(str(models["unlearned"]), data, AuditConfig(schemes=recipe.schemes, seed=recipe.seed, batch_size=recipe.audit_batch),
                        original_dir=str(models["target"]), reference_dir=str(models["reference"]), on_step=on_step)
     report["demo"] = {"recipe": asdict(recipe), "models": {k: str(v) for k, v in models.items()},
                       "build_s": round(build_s, 1)}
