@@ -32,6 +32,7 @@ import torch
 
 from ..data import load_qa, load_texts, write_jsonl
 from ..errors import InputError
+from ..remediate.unlearn import UnlearnConfig, unlearn
 from . import bios, training
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -149,9 +150,9 @@ def build_models(
     def make_unlearned(out: Path) -> None:
         model, tok = _load(target)
         f, r = training.encode(tok, texts["forget"]), training.encode(tok, texts["retain"])
-        training.unlearn_ga_gdr(model, f, r, tok.pad_token_id, lr=recipe.unlearn_lr, steps=recipe.unlearn_steps,
-                                batch_size=recipe.unlearn_batch, alpha=recipe.unlearn_alpha, seed=recipe.seed,
-                                on_step=progress("unlearning"))
+        cfg = UnlearnConfig("ga_gdr", lr=recipe.unlearn_lr, steps=recipe.unlearn_steps,
+                            batch_size=recipe.unlearn_batch, alpha=recipe.unlearn_alpha, seed=recipe.seed)
+        unlearn(model, f, r, tok.pad_token_id, cfg, on_step=progress("unlearning"))
         model.save_pretrained(out, safe_serialization=True)
         tok.save_pretrained(out)
 

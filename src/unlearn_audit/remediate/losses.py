@@ -1,0 +1,75 @@
+"""Forget losses and retain regularizers (Zhang et al., Appendix B; open-unlearning's definitions).
+
+* GA: gradient ascent on the forget set's next-token cross-entropy, L = −CE(forget).
+* NPO (Zhang et al., 2024) with the frozen original as reference, on *sequence* log-likelihoods:
+  L = −(2/β) · E[log σ(−β · (log p_θ(x) − log p_ref(x)))]. MUSE's implementation subtracts raw logits,
+  which ignores the softmax denominator; this uses real log-likelihoods. At θ = ref, L = (2/β)·log 2.
+* GDR: + α · CE(retain).
+* KLR: + α · KL(p_θ(·|x) ‖ p_original(·|x)) on retain inputs, per token, with proper log-softmax
+  distributions (MUSE applies ``kl_div`` to unnormalised logits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor  # -100 where padded
+
+
+def make_batch(seqs, pad_id: int) -> Batch:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        labels[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return Batch(ids, mask, labels)
+
+
+def _logits(model, b: Batch) -> torch.Tensor:
+    return model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits[:, :-1].float()
+
+
+def cross_entropy(model, b: Batch) -> torch.Tensor:
+    """Mean next-token cross-entropy over the batch's real tokens (what HF's ``labels=`` loss computes)."""
+    logits = _logits(model, b)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b.labels[:, 1:].reshape(-1), ignore_index=-100)
+
+
+def sequence_logprob(model, b: Batch) -> torch.Tensor:
+    """log p(x) per sequence: the sum of its next-token log-probs."""
+    logp = torch.log_softmax(_logits(model, b), dim=-1)
+    target = b.labels[:, 1:]
+    picked = logp.gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return (picked * (target != -100)).sum(dim=1)
+
+
+def ga_loss(model, forget: Batch) -> torch.Tensor:
+    return -cross_entropy(model, forget)
+
+
+def npo_loss(model, ref_model, forget: Batch, beta: float = 0.1) -> torch.Tensor:
+    with torch.no_grad():
+        ref = sequence_logprob(ref_model, forget)
+    ratio = sequence_logprob(model, forget) - ref
+    return -(2.0 / beta) * F.logsigmoid(-beta * ratio).mean()
+
+
+def kl_to_original(model, original, retain: Batch) -> torch.Tensor:
+    """Mean over real tokens of KL(p_θ(·|x) ‖ p_original(·|x))."""
+    logp = torch.log_softmax(_logits(model, retain), dim=-1)
+    with torch.no_grad():
+        logq = torch.log_softmax(_logits(original, retain), dim=-1)
+    per_token = (logp.exp() * (logp - logq)).sum(-1)
+    real = (retain.labels[:, 1:] != -100).float()
+    return (per_token * real).sum() / real.sum()

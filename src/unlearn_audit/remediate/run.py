@@ -1,0 +1,83 @@
+"""``unlearn`` and ``remediate``: load, (optionally) compute SURE's saliency map, unlearn, and write a
+normal Hugging Face checkpoint with ``unlearning.json`` beside it.
+
+The checkpoint is written into a temporary sibling directory and renamed into place only when complete,
+so an interrupted run (Ctrl-C) never leaves a half-written model at ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..benchmark.training import encode
+from ..data import TextSet
+from ..errors import InputError
+from ..models.loading import Checkpoint
+from .losses import ga_loss, make_batch, npo_loss
+from .saliency import freeze_all_but, saliency_map
+from .unlearn import UnlearnConfig, unlearn
+
+
+@dataclass(frozen=True)
+class SureConfig:
+    percentile: float = 90.0
+    per_layer: bool = False
+
+
+def run_unlearning(
+    start: Checkpoint, original: Checkpoint | None, forget: TextSet, retain: TextSet, cfg: UnlearnConfig,
+    sure: SureConfig | None, out: Path, max_length: int = 2048,
+    on_step: Callable[[int, int, float], None] = lambda i, n, v: None,
+) -> dict:
+    """Unlearn ``start`` in place and write it to ``out``; returns the record saved as unlearning.json."""
+    if out.exists():
+        raise InputError(f"{out}: already exists; choose a new directory")
+    tok, model = start.tokenizer, start.model
+    f, r = encode(tok, forget.texts, max_length), encode(tok, retain.texts, max_length)
+    frozen_ref = original.model.eval() if original is not None else None
+    for p in (frozen_ref.parameters() if frozen_ref is not None else []):
+        p.requires_grad_(False)
+    smap, trainable = None, None
+    if sure is not None:
+        # Eq. 4: the gradient of the forget loss at the starting weights, over the whole forget set.
+        if cfg.method.startswith("npo"):
+            loss_fn = lambda m, b: npo_loss(m, frozen_ref, b, cfg.beta)  # noqa: E731
+        else:
+            loss_fn = ga_loss
+        batches = [make_batch(f[i : i + cfg.batch_size], tok.pad_token_id) for i in range(0, len(f), cfg.batch_size)]
+        model.train()
+        smap = saliency_map(model, batches, loss_fn, sure.percentile, sure.per_layer)
+        trainable = freeze_all_but(model, smap, sure.per_layer)
+    history = unlearn(model, f, r, tok.pad_token_id, cfg, original=frozen_ref, on_step=on_step)
+    record = {
+        "method": cfg.method,
+        "hyperparameters": cfg.to_dict() | {"max_length": max_length, "optimizer": "AdamW (weight_decay 0)",
+                                             "schedule": "constant"},
+        "sure": None if smap is None else {**smap.to_dict(), "per_layer": sure.per_layer, "trainable": trainable},
+        "seed": cfg.seed,
+        "start_model": {"path": start.path, "files": start.file_hashes},
+        "original_model": None if original is None else {"path": original.path, "files": original.file_hashes},
+        "data": {"forget": {"path": forget.path, "sha256": forget.sha256},
+                 "retain": {"path": retain.path, "sha256": retain.sha256}},
+        "losses": history,
+    }
+    _save(model, tok, out, record)
+    return record
+
+
+def _save(model, tok, out: Path, record: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "unlearning.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,130 @@
+"""Unlearning losses against hand computations, SURE's mask, and frozen modules staying bit-identical."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from unlearn_audit.benchmark import tiny
+from unlearn_audit.quantize.base import quantizable_modules
+from unlearn_audit.remediate import losses, saliency
+from unlearn_audit.remediate.unlearn import UnlearnConfig, unlearn
+
+TEXTS = ["the quick brown fox jumps over the lazy dog", "pack my box with five dozen liquor jugs",
+         "how vexingly quick daft zebras jump", "sphinx of black quartz judge my vow"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.set_num_threads(1)
+    tok = tiny.train_tokenizer(TEXTS * 4, 300)
+    model = tiny.tiny_llama(len(tok), hidden=64, layers=2, seed=7)
+    seqs = [tok(t)["input_ids"] + [tok.eos_token_id] for t in TEXTS]
+    return model, tok, seqs
+
+
+def test_ga_is_negative_cross_entropy_and_matches_hf_loss(setup):
+    model, tok, seqs = setup
+    b = losses.make_batch(seqs, tok.pad_token_id)
+    hf = model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
+    assert losses.cross_entropy(model, b).item() == pytest.approx(hf.item(), rel=1e-5)
+    assert losses.ga_loss(model, b).item() == pytest.approx(-hf.item(), rel=1e-5)
+
+
+def test_sequence_logprob_by_hand(setup):
+    model, tok, seqs = setup
+    b = losses.make_batch(seqs[:2], tok.pad_token_id)
+    got = losses.sequence_logprob(model, b)
+    for i, s in enumerate(seqs[:2]):
+        with torch.no_grad():
+            lp = torch.log_softmax(model(torch.tensor([s])).logits[0, :-1], -1)
+        expected = lp.gather(-1, torch.tensor(s[1:]).unsqueeze(-1)).sum()
+        assert got[i].item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_npo_at_the_reference_is_two_over_beta_log_two(setup):
+    model, tok, seqs = setup
+    b = losses.make_batch(seqs, tok.pad_token_id)
+    for beta in (0.1, 0.5):
+        assert losses.npo_loss(model, model, b, beta).item() == pytest.approx(2 / beta * math.log(2), rel=1e-5)
+
+
+def test_kl_is_zero_at_the_original_and_positive_elsewhere(setup):
+    model, tok, seqs = setup
+    b = losses.make_batch(seqs, tok.pad_token_id)
+    assert losses.kl_to_original(model, model, b).item() == pytest.approx(0.0, abs=1e-6)
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        moved.lm_head.weight.add_(0.05 * torch.randn_like(moved.lm_head.weight))
+    assert losses.kl_to_original(moved, model, b).item() > 1e-4
+
+
+def test_mask_selects_exactly_the_modules_above_the_percentile(setup):
+    model, tok, seqs = setup
+    model = copy.deepcopy(model)
+    names = [n for n, _ in quantizable_modules(model)]
+    weights = {n: float(i + 1) for i, n in enumerate(names)}  # a constructed gradient: k_i * ones
+
+    def constructed_loss(m, _batch):
+        mods = dict(m.named_modules())
+        return sum(weights[n] * mods[n].weight.sum() for n in names)
+
+    smap = saliency.saliency_map(model, [None], constructed_loss, percentile=90)
+    mods = dict(model.named_modules())
+    for n in names:
+        assert smap.scores[n] == pytest.approx(weights[n] * math.sqrt(mods[n].weight.numel()), rel=1e-9)
+    threshold = float(torch.quantile(torch.tensor(list(smap.scores.values()), dtype=torch.float64), 0.9))
+    assert smap.threshold == pytest.approx(threshold)
+    assert set(smap.selected) == {n for n in names if smap.scores[n] >= threshold}
+    assert 0 < len(smap.selected) < len(names)
+
+
+def test_sure_leaves_unselected_modules_bit_identical_and_unlearning_works(setup):
+    model, tok, seqs = setup
+    model = copy.deepcopy(model)
+    forget, retain = seqs[:2], seqs[2:]
+    fb, rb = losses.make_batch(forget, tok.pad_token_id), losses.make_batch(retain, tok.pad_token_id)
+    smap = saliency.saliency_map(model, [fb], losses.ga_loss, percentile=50)
+    trainable = saliency.freeze_all_but(model, smap)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        f0, r0 = losses.sequence_logprob(model, fb).sum(), losses.sequence_logprob(model, rb).sum()
+    unlearn(model, forget, retain, tok.pad_token_id, UnlearnConfig("ga_gdr", lr=1e-3, steps=5, batch_size=2))
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {f"{n}.weight" for n in trainable}
+    with torch.no_grad():
+        f1, r1 = losses.sequence_logprob(model, fb).sum(), losses.sequence_logprob(model, rb).sum()
+    assert f1 < f0  # the forget set became less likely
+    assert (f0 - f1) > (r0 - r1)  # and the retain set lost less
+
+
+def test_unlearn_command_writes_an_auditable_checkpoint_with_its_record(setup, tmp_path, capsys):
+    import json
+
+    from unlearn_audit.cli import main
+    from unlearn_audit.data import write_jsonl
+    from unlearn_audit.models.loading import load_checkpoint
+
+    model, tok, _ = setup
+    src = tiny.save(model, tok, tmp_path / "orig")
+    write_jsonl(tmp_path / "f.jsonl", [{"text": t} for t in TEXTS[:2]])
+    write_jsonl(tmp_path / "r.jsonl", [{"text": t} for t in TEXTS[2:]])
+    out = tmp_path / "unlearned"
+    args = ["unlearn", src, "--forget", tmp_path / "f.jsonl", "--retain", tmp_path / "r.jsonl", "--method", "npo_klr",
+            "--sure", "--saliency-percentile", "90", "--steps", "3", "--batch-size", "2", "--out", out]
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    assert exc.value.code == 0, capsys.readouterr().err
+    record = json.loads((out / "unlearning.json").read_text())
+    assert record["method"] == "npo_klr" and record["hyperparameters"]["lr"] == 1e-4
+    assert len(record["losses"]) == 3 and record["sure"]["selected"]
+    assert record["data"]["forget"]["sha256"] and record["seed"] == 0
+    unl = load_checkpoint(out).model.state_dict()
+    orig = load_checkpoint(src).model.state_dict()
+    changed = {k for k in orig if not torch.equal(orig[k], unl[k])}
+    assert changed == {f"{n}.weight" for n in record["sure"]["trainable"]}
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args[:-2] + ["--method", "npo_kl", "--out", tmp_path / "x"]])
+    assert exc.value.code == 2 and "did you mean 'npo_klr'" in capsys.readouterr().err
