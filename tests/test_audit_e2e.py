@@ -64,6 +64,7 @@ def test_original_and_reference_give_retention_grid_overlap_and_privleak(bench, 
     assert result(report, "rtn-int4", "verbmem", "retention")["value"] == pytest.approx(1.0)
     assert result(report, "rtn-int4", "weights", "grid_code_overlap")["value"] == 1.0
     assert result(report, "rtn-int4", "weights", "grid_scale_changed")["value"] == 0.0
+    assert result(report, "rtn-int4", "mink", "original_auc")["value"] == result(report, "rtn-int4", "mink", "auc")["value"]
     ref = report["config"]["privleak_reference"]
     assert ref["source"].startswith("reference model") and 0.25 < ref["auc"] < 0.75
     leak = result(report, "fp32", "mink", "privleak")

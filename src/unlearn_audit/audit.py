@@ -108,13 +108,13 @@ def _probe_all(model: HFModel, tok, work: _Workload, full: bool) -> list[ProbeOu
     outs = [verbmem.run(model, tok, work.verbmem["forget"], "forget")]
     if "forget" in work.knowmem:
         outs.append(knowmem.run(model, tok, work.knowmem["forget"], "forget"))
+    for split in ("forget", "holdout"):  # one forward pass each; shows whether Q(original) still knows
+        outs += mink.run(model, work.mink[split], split)
     if full:
         outs.append(verbmem.run(model, tok, work.verbmem["holdout"], "holdout"))
         for split in ("retain", "holdout"):
             if split in work.knowmem:
                 outs.append(knowmem.run(model, tok, work.knowmem[split], split))
-        for split in ("forget", "holdout"):
-            outs += mink.run(model, work.mink[split], split)
     return outs
 
 
@@ -158,6 +158,9 @@ def _score(variant: str, outs: dict, orig: dict, fp32: dict | None, ref_scores, 
         if metric == headline:
             add("mink", "auc", est)
             add("mink", "privleak", leak)
+            if ("mink", "forget", metric) in orig:
+                rng = _rng(seed, variant, "auc", "orig")
+                add("mink", "original_auc", stats.auc(orig["mink", "forget", metric], orig["mink", "holdout", metric], rng, b)[0])
     return res
 
 

@@ -48,6 +48,12 @@ class _Steps:
             self.status.__exit__(*exc)
 
 
+def _stdout_console() -> Console:
+    """The table's console: a pipe or file gets a wide table instead of rich's 80-column default."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
 def _emit(report: dict, fmt: str, out: Optional[Path]) -> int:
     from .report.console import render
     from .report.write import to_json_text, write_json_atomic
@@ -57,7 +63,7 @@ def _emit(report: dict, fmt: str, out: Optional[Path]) -> int:
     if fmt == "json":
         sys.stdout.write(to_json_text(report))
     else:
-        render(report, Console())
+        render(report, _stdout_console())
         if out is not None:
             err.print(f"report written to {out / 'report.json'}")
     return EXIT[report["verdict"]]
@@ -125,16 +131,24 @@ def audit(
 def demo(
     out: Path = typer.Option(Path("unlearn-audit-demo"), help="Directory for the demo's data and report.json."),
     fmt: str = typer.Option("table", "--format", help="stdout format: table or json."),
+    remediate: bool = typer.Option(False, "--remediate", help="Also remediate with SURE and re-audit (OUT/remediated)."),
 ) -> None:
     """Build the built-in benchmark (cached), unlearn it, and audit the result. Exits 0 once it ran."""
     from .benchmark.scenario import run_demo
+    from .report.console import render_comparison
+    from .report.write import write_json_atomic
 
     if fmt not in ("table", "json"):
         raise InputError(f"--format must be 'table' or 'json', got {fmt!r}")
     _check_out(out)
     with _Steps() as steps:
-        report = run_demo(out, on_step=steps, log=lambda m: err.print(m, soft_wrap=True, markup=False))
+        report = run_demo(out, on_step=steps, log=lambda m: err.print(m, soft_wrap=True, markup=False), remediate=remediate)
+    after = report["demo"].pop("remediated", None)
     _emit(report, fmt, out)
+    if after is not None:
+        write_json_atomic(out / "remediated" / "report.json", after)
+        render_comparison(report, after, err if fmt == "json" else _stdout_console(), ("GA_GDR (unlearned)", "SURE"))
+        err.print(f"remediated report written to {out / 'remediated' / 'report.json'}")
     err.print(f"demo finished: verdict {report['verdict']} (see {out / 'report.json'})")
 
 

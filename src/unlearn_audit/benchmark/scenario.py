@@ -54,10 +54,16 @@ class Recipe:
     unlearn_alpha: float = 1.0
     seed: int = 0
     audit_batch: int = 16
+    # SURE remediation (paper Sec. 6.1, Table 6): large lr on the top-(100-γ)% modules, from the target.
+    sure_lr: float = 1e-4
+    sure_steps: int = 12
+    sure_percentile: float = 90.0
     schemes: tuple[str, ...] = ("fp32", "rtn-int8", "rtn-int4", "bnb-fp4")
 
-    def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+    def key(self, prefix: str = "") -> str:
+        """Cache key of the models built from this recipe: SURE's fields key only the SURE stage."""
+        fields = {k: v for k, v in asdict(self).items() if k.startswith("sure_") == (prefix == "sure_")}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def cache_root() -> Path:
@@ -160,7 +166,24 @@ def build_models(
     return {"base": base, "target": target, "reference": reference, "unlearned": unlearned}
 
 
-def run_demo(out: Path, on_step: Callable[[str], None], log: Callable[[str], None], recipe: Recipe = Recipe()) -> dict:
+def build_sure(recipe: Recipe, files: dict[str, Path], models: dict[str, Path], log, on_step) -> Path:
+    """SURE from the target (as the paper applies it), GA_GDR loss, cached like the other stages."""
+    from ..models.loading import load_checkpoint
+    from ..remediate.run import SureConfig, run_unlearning
+
+    def make(out: Path) -> None:
+        start, original = load_checkpoint(models["target"], "start"), load_checkpoint(models["target"], "original")
+        cfg = UnlearnConfig("ga_gdr", lr=recipe.sure_lr, steps=recipe.sure_steps, batch_size=recipe.unlearn_batch,
+                            alpha=recipe.unlearn_alpha, seed=recipe.seed)
+        run_unlearning(start, original, load_texts(files["forget"]), load_texts(files["retain"]), cfg,
+                       SureConfig(recipe.sure_percentile), out, max_length=256,
+                       on_step=lambda i, n, v: on_step(f"SURE: step {i}/{n}, loss {v:.3f}"))
+
+    return _stage(models["unlearned"].parent / f"sure-{recipe.key('sure_')}", make, log, f"SURE-remediated (lr {recipe.sure_lr})")
+
+
+def run_demo(out: Path, on_step: Callable[[str], None], log: Callable[[str], None], recipe: Recipe = Recipe(),
+             remediate: bool = False) -> dict:
     from ..audit import AuditConfig, AuditData, run_audit
 
     t0 = time.perf_counter()
@@ -177,4 +200,10 @@ def run_demo(out: Path, on_step: Callable[[str], None], log: Callable[[str], Non
                        original_dir=str(models["target"]), reference_dir=str(models["reference"]), on_step=on_step)
     report["demo"] = {"recipe": asdict(recipe), "models": {k: str(v) for k, v in models.items()},
                       "build_s": round(build_s, 1)}
+    if remediate:
+        sure = build_sure(recipe, files, models, log, on_step)
+        after = run_audit(str(sure), data, AuditConfig(schemes=recipe.schemes, seed=recipe.seed, batch_size=recipe.audit_batch),
+                          original_dir=str(models["target"]), reference_dir=str(models["reference"]), on_step=on_step)
+        after["demo"] = {"recipe": asdict(recipe), "models": {**report["demo"]["models"], "sure": str(sure)}}
+        report["demo"]["remediated"] = after
     return report

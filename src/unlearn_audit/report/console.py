@@ -5,26 +5,26 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-COLUMNS = [
-    ("verbmem", "forget", "VerbMem forget"),
-    ("verbmem", "holdout", "VerbMem holdout"),
-    ("verbmem", "retention", "VerbMem retention"),
-    ("knowmem", "forget", "KnowMem forget"),
-    ("knowmem", "retain", "KnowMem retain"),
-    ("mink", "auc", "AUC (Min-40%)"),
-    ("mink", "privleak", "PrivLeak %"),
-    ("weights", "grid_code_overlap", "int codes = original"),
+COLUMNS = [  # (probe, metric, header, digits)
+    ("verbmem", "forget", "VerbMem forget", 3),
+    ("verbmem", "holdout", "VerbMem holdout", 3),
+    ("verbmem", "retention", "VerbMem retention", 3),
+    ("knowmem", "forget", "KnowMem forget", 3),
+    ("knowmem", "retain", "KnowMem retain", 3),
+    ("mink", "auc", "AUC (Min-40%)", 3),
+    ("mink", "original_auc", "original's AUC", 3),
+    ("mink", "privleak", "PrivLeak %", 1),
+    ("weights", "grid_code_overlap", "int codes = original", 4),
 ]
 
 
-def _cell(r: dict | None) -> str:
+def _cell(r: dict | None, digits: int) -> str:
     if r is None or r["value"] is None:
         return "-"
-    v = r["value"]
-    text = f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
+    text = f"{r['value']:.{digits}f}"
     if r.get("ci_low") is not None and r.get("ci_high") is not None:
-        lo, hi = r["ci_low"], r["ci_high"]
-        text += f" [{lo:.1f}, {hi:.1f}]" if abs(v) >= 10 else f" [{lo:.2f}, {hi:.2f}]"
+        ci = max(1, digits - 1)
+        text += f" [{r['ci_low']:.{ci}f}, {r['ci_high']:.{ci}f}]"
     return text
 
 
@@ -33,7 +33,7 @@ def render(report: dict, console: Console) -> None:
     present = [c for c in COLUMNS if any((v["name"], c[0], c[1]) in results for v in report["variants"])]
     table = Table(title="unlearn-audit: forget-set evidence per variant (95% bootstrap CI)")
     table.add_column("variant")
-    for _, _, label in present:
+    for _, _, label, _ in present:
         table.add_column(label, justify="right")
     table.add_column("status")
     for v in report["variants"]:
@@ -42,10 +42,34 @@ def render(report: dict, console: Console) -> None:
         if v["status"] != "built":
             table.add_row(v["name"], *["-"] * len(present), f"SKIPPED: {v['reason']}")
             continue
-        table.add_row(v["name"], *[_cell(results.get((v["name"], p, m))) for p, m, _ in present], status)
+        table.add_row(v["name"], *[_cell(results.get((v["name"], p, m)), d) for p, m, _, d in present], status)
     console.print(table)
     for c in report["checks"]:
         if c["status"] in ("FAIL", "INCONCLUSIVE"):
             console.print(f"  {c['status']:<12} {c['variant']:<12} {c['check']:<9} {c['reason']}")
     colour = {"PASS": "green", "FAIL": "red"}.get(report["verdict"], "yellow")
     console.print(f"[bold {colour}]VERDICT: {report['verdict']}[/] — {report['verdict_reason']}")
+
+
+def render_comparison(before: dict, after: dict, console: Console, labels=("before", "after")) -> None:
+    """Two reports side by side per variant: the headline forget metrics and utility (Table 3's shape)."""
+    cols = [("verbmem", "forget"), ("verbmem", "retention"), ("knowmem", "forget"), ("knowmem", "retain"), ("mink", "auc")]
+    rb = {(r["variant"], r["probe"], r["metric"]): r for r in before["results"]}
+    ra = {(r["variant"], r["probe"], r["metric"]): r for r in after["results"]}
+    table = Table(title=f"{labels[0]} → {labels[1]}")
+    table.add_column("variant")
+    for probe, metric in cols:
+        table.add_column(f"{probe} {metric}", justify="right")
+    for v in before["variants"]:
+        name = v["name"]
+        cells = []
+        for key in cols:
+            b, a = rb.get((name, *key)), ra.get((name, *key))
+            cells.append(f"{_short(b)} → {_short(a)}")
+        table.add_row(name, *cells)
+    console.print(table)
+    console.print(f"verdict: {before['verdict']} → {after['verdict']} — {after['verdict_reason']}")
+
+
+def _short(r: dict | None) -> str:
+    return "-" if r is None or r["value"] is None else f"{r['value']:.3f}"
