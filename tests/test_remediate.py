@@ -128,3 +128,26 @@ def test_unlearn_command_writes_an_auditable_checkpoint_with_its_record(setup, t
     with pytest.raises(SystemExit) as exc:
         main([str(a) for a in args[:-2] + ["--method", "npo_kl", "--out", tmp_path / "x"]])
     assert exc.value.code == 2 and "did you mean 'npo_klr'" in capsys.readouterr().err
+
+
+def test_remediate_verify_writes_checkpoint_and_report_and_exits_with_the_audit_code(setup, tmp_path, capsys):
+    import json
+
+    from unlearn_audit.cli import main
+    from unlearn_audit.data import write_jsonl
+
+    model, tok, _ = setup
+    src = tiny.save(model, tok, tmp_path / "orig")
+    docs = [f"{t} number {i}" for i, t in enumerate(TEXTS * 6)]
+    for name, rows in (("f", docs[:12]), ("r", docs[12:]), ("h", [d.upper() for d in docs[:12]])):
+        write_jsonl(tmp_path / f"{name}.jsonl", [{"text": t} for t in rows])
+    out = tmp_path / "out"
+    args = ["remediate", src, "--original", src, "--forget", tmp_path / "f.jsonl", "--retain", tmp_path / "r.jsonl",
+            "--holdout", tmp_path / "h.jsonl", "--steps", "2", "--batch-size", "4", "--verify", "--schemes", "fp32",
+            "--format", "json", "--out", out]
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    report = json.loads((out / "report.json").read_text())
+    assert exc.value.code == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 1}[report["verdict"]]
+    assert json.loads(capsys.readouterr().out) == report
+    assert (out / "model" / "unlearning.json").is_file() and report["inputs"]["model"]["path"] == str(out / "model")

@@ -39,8 +39,13 @@ def _indices(rng: np.random.Generator, n: int, b: int) -> np.ndarray:
     return rng.integers(0, n, size=(b, n))
 
 
+EMPTY = Estimate(float("nan"), float("nan"), float("nan"), 0)
+
+
 def mean(values, rng: np.random.Generator, b: int = 1000) -> Estimate:
     x = np.asarray(values, dtype=float)
+    if x.size == 0:  # e.g. every text shorter than the VerbMem prompt; reported as null, judged INCONCLUSIVE
+        return EMPTY
     boots = x[_indices(rng, len(x), b)].mean(axis=1)
     return Estimate(float(x.mean()), *_interval(boots), n=len(x))
 
@@ -48,6 +53,8 @@ def mean(values, rng: np.random.Generator, b: int = 1000) -> Estimate:
 def difference(a, b_values, rng: np.random.Generator, b: int = 1000) -> Estimate:
     """mean(a) − mean(b) for two independent samples (e.g. forget vs holdout documents)."""
     x, y = np.asarray(a, dtype=float), np.asarray(b_values, dtype=float)
+    if x.size == 0 or y.size == 0:
+        return EMPTY
     boots = x[_indices(rng, len(x), b)].mean(axis=1) - y[_indices(rng, len(y), b)].mean(axis=1)
     return Estimate(float(x.mean() - y.mean()), *_interval(boots), n=min(len(x), len(y)))
 
@@ -55,6 +62,8 @@ def difference(a, b_values, rng: np.random.Generator, b: int = 1000) -> Estimate
 def paired(a, b_values, stat: Callable[[np.ndarray, np.ndarray], np.ndarray], rng, b: int = 1000) -> Estimate:
     """``stat(mean a, mean b)`` over the same documents under two models, resampled jointly."""
     x, y = np.asarray(a, dtype=float), np.asarray(b_values, dtype=float)
+    if x.size == 0:
+        return EMPTY
     idx = _indices(rng, len(x), b)
     with np.errstate(divide="ignore", invalid="ignore"):
         value = float(stat(np.array(x.mean()), np.array(y.mean())))
