@@ -60,9 +60,13 @@ class Recipe:
     sure_percentile: float = 90.0
     schemes: tuple[str, ...] = ("fp32", "rtn-int8", "rtn-int4", "bnb-fp4")
 
-    def key(self, prefix: str = "") -> str:
-        """Cache key of the models built from this recipe: SURE's fields key only the SURE stage."""
-        fields = {k: v for k, v in asdict(self).items() if k.startswith("sure_") == (prefix == "sure_")}
+    def key(self, stage: str = "models") -> str:
+        """Cache key of what a stage builds: the audit's own settings never invalidate a model, and SURE's
+        fields key only the SURE stage (which also depends on the models it starts from)."""
+        audit_only = {"schemes", "audit_batch"}
+        fields = {k: v for k, v in asdict(self).items() if k not in audit_only}
+        if stage == "models":
+            fields = {k: v for k, v in fields.items() if not k.startswith("sure_")}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -179,7 +183,7 @@ def build_sure(recipe: Recipe, files: dict[str, Path], models: dict[str, Path], 
                        SureConfig(recipe.sure_percentile), out, max_length=256,
                        on_step=lambda i, n, v: on_step(f"SURE: step {i}/{n}, loss {v:.3f}"))
 
-    return _stage(models["unlearned"].parent / f"sure-{recipe.key('sure_')}", make, log, f"SURE-remediated (lr {recipe.sure_lr})")
+    return _stage(models["unlearned"].parent / f"sure-{recipe.key('sure')}", make, log, f"SURE-remediated (lr {recipe.sure_lr})")
 
 
 def run_demo(out: Path, on_step: Callable[[str], None], log: Callable[[str], None], recipe: Recipe = Recipe(),
