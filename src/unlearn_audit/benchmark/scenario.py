@@ -171,15 +171,16 @@ def build_models(
 
 
 def build_sure(recipe: Recipe, files: dict[str, Path], models: dict[str, Path], log, on_step) -> Path:
-    """SURE from the target (as the paper applies it), GA_GDR loss, cached like the other stages."""
+    """SURE from the target (as the paper applies it), GA_GDR loss, cached like the other stages.
+    GA_GDR needs no frozen reference model, so only the starting model is loaded."""
     from ..models.loading import load_checkpoint
     from ..remediate.run import SureConfig, run_unlearning
 
     def make(out: Path) -> None:
-        start, original = load_checkpoint(models["target"], "start"), load_checkpoint(models["target"], "original")
+        start = load_checkpoint(models["target"], "start")
         cfg = UnlearnConfig("ga_gdr", lr=recipe.sure_lr, steps=recipe.sure_steps, batch_size=recipe.unlearn_batch,
                             alpha=recipe.unlearn_alpha, seed=recipe.seed)
-        run_unlearning(start, original, load_texts(files["forget"]), load_texts(files["retain"]), cfg,
+        run_unlearning(start, None, load_texts(files["forget"]), load_texts(files["retain"]), cfg,
                        SureConfig(recipe.sure_percentile), out, max_length=256,
                        on_step=lambda i, n, v: on_step(f"SURE: step {i}/{n}, loss {v:.3f}"))
 
