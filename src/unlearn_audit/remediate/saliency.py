@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
-import torch
 
 from ..quantize.base import quantizable_modules
 
