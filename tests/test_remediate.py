@@ -151,3 +151,22 @@ def test_remediate_verify_writes_checkpoint_and_report_and_exits_with_the_audit_
     assert exc.value.code == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 1}[report["verdict"]]
     assert json.loads(capsys.readouterr().out) == report
     assert (out / "model" / "unlearning.json").is_file() and report["inputs"]["model"]["path"] == str(out / "model")
+
+
+def test_unlearn_bad_options_are_one_line_errors(setup, tmp_path, capsys):
+    from unlearn_audit.cli import main
+    from unlearn_audit.data import write_jsonl
+
+    model, tok, _ = setup
+    src = tiny.save(model, tok, tmp_path / "orig")
+    write_jsonl(tmp_path / "f.jsonl", [{"text": t} for t in TEXTS])
+    base = ["unlearn", src, "--forget", tmp_path / "f.jsonl", "--retain", tmp_path / "f.jsonl"]
+    for extra, needle in (
+        (["--sure", "--saliency-percentile", "150", "--out", tmp_path / "a"], "between 0 and 100"),
+        (["--out", src], "already exists"),
+        (["--retain", tmp_path / "missing.jsonl", "--out", tmp_path / "b"], "not found"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in base + extra])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
