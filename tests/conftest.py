@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from unlearn_audit.benchmark import bios, tiny, training
+from unlearn_audit.models.loading import write_checkpoint
 from unlearn_audit.data import write_jsonl
 
 N_PER_SET = 48
@@ -35,7 +36,7 @@ def bench(tmp_path_factory) -> dict[str, Path]:
         qa_text = [f"Question: {q}\nAnswer: {a}" for s in ("retain",) for q, a in split.qa[s]]
         seqs = training.encode(tok, texts + qa_text)
         training.finetune(model, seqs, tok.pad_token_id, lr=3e-3, epochs=30, batch_size=16, warmup=10)
-        return tiny.save(model, tok, root / name)
+        return write_checkpoint(model, tok, root / name)
 
     files["memoriser"] = train(split.texts["forget"] + split.texts["retain"], "memoriser")
     files["clean"] = train(split.texts["retain"], "clean")

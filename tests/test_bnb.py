@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from unlearn_audit.benchmark import tiny
-from unlearn_audit.models.loading import load_checkpoint
+from unlearn_audit.models.loading import load_checkpoint, write_checkpoint
 from unlearn_audit.quantize.bnb import BitsAndBytes
 
 bnb = pytest.importorskip("bitsandbytes")
@@ -20,7 +20,7 @@ bnb = pytest.importorskip("bitsandbytes")
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     tok = tiny.train_tokenizer(["the quick brown fox jumps over the lazy dog"] * 8, 300)
-    path = tiny.save(tiny.tiny_llama(len(tok), hidden=128, layers=2, seed=5), tok, tmp_path_factory.mktemp("m") / "m")
+    path = write_checkpoint(tiny.tiny_llama(len(tok), hidden=128, layers=2, seed=5), tok, tmp_path_factory.mktemp("m") / "m")
     return load_checkpoint(path)
 
 

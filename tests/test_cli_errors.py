@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from unlearn_audit.benchmark import tiny
+from unlearn_audit.models.loading import write_checkpoint
 from unlearn_audit.cli import main
 
 
@@ -13,7 +14,7 @@ from unlearn_audit.cli import main
 def untrained(tmp_path_factory):
     root = tmp_path_factory.mktemp("untrained")
     tok = tiny.train_tokenizer(["a small corpus for a tokenizer, nothing more"] * 4, vocab_size=300)
-    return tiny.save(tiny.tiny_llama(len(tok), hidden=32, layers=1), tok, root / "model")
+    return write_checkpoint(tiny.tiny_llama(len(tok), hidden=32, layers=1), tok, root / "model")
 
 
 @pytest.fixture

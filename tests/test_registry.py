@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from unlearn_audit.benchmark import bios, tiny
-from unlearn_audit.models.loading import load_checkpoint
+from unlearn_audit.models.loading import load_checkpoint, write_checkpoint
 from unlearn_audit.quantize.base import SchemeUnavailable
 from unlearn_audit.quantize.registry import SCHEMES, get_scheme
 
@@ -13,7 +13,7 @@ from unlearn_audit.quantize.registry import SCHEMES, get_scheme
 def ckpt(tmp_path_factory):
     torch.set_num_threads(1)
     tok = tiny.train_tokenizer(["the quick brown fox jumps over the lazy dog"] * 8, 300)
-    path = tiny.save(tiny.tiny_llama(len(tok), hidden=128, layers=1, seed=2), tok, tmp_path_factory.mktemp("m") / "m")
+    path = write_checkpoint(tiny.tiny_llama(len(tok), hidden=128, layers=1, seed=2), tok, tmp_path_factory.mktemp("m") / "m")
     return load_checkpoint(path)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from unlearn_audit.benchmark import tiny
+from unlearn_audit.models.loading import write_checkpoint
 from unlearn_audit.quantize.base import quantizable_modules
 from unlearn_audit.remediate import losses, saliency
 from unlearn_audit.remediate.unlearn import UnlearnConfig, unlearn
@@ -108,7 +109,7 @@ def test_unlearn_command_writes_an_auditable_checkpoint_with_its_record(setup, t
     from unlearn_audit.models.loading import load_checkpoint
 
     model, tok, _ = setup
-    src = tiny.save(model, tok, tmp_path / "orig")
+    src = write_checkpoint(model, tok, tmp_path / "orig")
     write_jsonl(tmp_path / "f.jsonl", [{"text": t} for t in TEXTS[:2]])
     write_jsonl(tmp_path / "r.jsonl", [{"text": t} for t in TEXTS[2:]])
     out = tmp_path / "unlearned"
@@ -137,7 +138,7 @@ def test_remediate_verify_writes_checkpoint_and_report_and_exits_with_the_audit_
     from unlearn_audit.data import write_jsonl
 
     model, tok, _ = setup
-    src = tiny.save(model, tok, tmp_path / "orig")
+    src = write_checkpoint(model, tok, tmp_path / "orig")
     docs = [f"{t} number {i}" for i, t in enumerate(TEXTS * 6)]
     for name, rows in (("f", docs[:12]), ("r", docs[12:]), ("h", [d.upper() for d in docs[:12]])):
         write_jsonl(tmp_path / f"{name}.jsonl", [{"text": t} for t in rows])
@@ -158,7 +159,7 @@ def test_unlearn_bad_options_are_one_line_errors(setup, tmp_path, capsys):
     from unlearn_audit.data import write_jsonl
 
     model, tok, _ = setup
-    src = tiny.save(model, tok, tmp_path / "orig")
+    src = write_checkpoint(model, tok, tmp_path / "orig")
     write_jsonl(tmp_path / "f.jsonl", [{"text": t} for t in TEXTS])
     base = ["unlearn", src, "--forget", tmp_path / "f.jsonl", "--retain", tmp_path / "f.jsonl"]
     for extra, needle in (

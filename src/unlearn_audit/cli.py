@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -159,7 +157,7 @@ def quantize(
     out: Path = typer.Option(..., help="Directory to write the quantized checkpoint to (must not exist)."),
 ) -> None:
     """Write SCHEME applied to MODEL_DIR as a checkpoint that transformers loads."""
-    from .models.loading import load_checkpoint
+    from .models.loading import load_checkpoint, write_checkpoint
     from .quantize.base import SchemeUnavailable
     from .quantize.registry import get_scheme
 
@@ -172,14 +170,7 @@ def quantize(
         model = s.build(ckpt)
     except SchemeUnavailable as exc:
         raise InputError(f"scheme {scheme}: {exc}") from None
-    tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None, prefix=f".{out.name}."))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        ckpt.tokenizer.save_pretrained(tmp)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_checkpoint(model, ckpt.tokenizer, out)
     err.print(f"wrote {s.name} checkpoint to {out}")
 
 

@@ -22,7 +22,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 
 from ..data import load_qa, load_texts, write_jsonl
 from ..errors import InputError
+from ..models.loading import write_checkpoint
 from ..remediate.unlearn import UnlearnConfig, unlearn
 from . import bios, training
 
@@ -98,15 +98,13 @@ def _gguf_dir() -> Path:
 
 
 def _stage(path: Path, build: Callable[[Path], None], log: Callable[[str], None], what: str) -> Path:
-    """Build ``path`` once: into a temporary sibling, renamed into place only when complete."""
+    """Build ``path`` once. Every builder writes through ``write_checkpoint``, which is atomic, so a
+    directory with a config.json is always a complete earlier build."""
     if (path / "config.json").is_file():
         log(f"{what}: cached at {path}")
         return path
-    tmp = path.with_name(path.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     t = time.perf_counter()
-    build(tmp)
-    os.replace(tmp, path)
+    build(path)
     log(f"{what}: built in {time.perf_counter() - t:.0f} s")
     return path
 
@@ -134,8 +132,7 @@ def build_models(
         model = AutoModelForCausalLM.from_pretrained(d, gguf_file=GGUF_FILE, dtype=torch.float32)
         model.hf_quantizer = None  # the weights are dequantized already; this lets save_pretrained run
         del model.config.quantization_config
-        model.save_pretrained(out, safe_serialization=True)
-        tok.save_pretrained(out)
+        write_checkpoint(model, tok, out)
 
     _stage(base, make_base, log, "base model (SmolLM2-135M-Instruct from its GGUF)")
     texts = {k: list(load_texts(files[k]).texts) for k in ("forget", "retain")}
@@ -150,8 +147,7 @@ def build_models(
             seqs = training.encode(tok, [t for n in names for t in texts[n]])
             training.finetune(model, seqs, tok.pad_token_id, lr=recipe.target_lr, epochs=recipe.target_epochs,
                               batch_size=recipe.finetune_batch, seed=recipe.seed, on_step=progress(what))
-            model.save_pretrained(out, safe_serialization=True)
-            tok.save_pretrained(out)
+            write_checkpoint(model, tok, out)
         return make
 
     target = _stage(key / "target", finetune_on(["forget", "retain"], "target"), log, "target (fine-tuned on forget + retain)")
@@ -163,8 +159,7 @@ def build_models(
         cfg = UnlearnConfig("ga_gdr", lr=recipe.unlearn_lr, steps=recipe.unlearn_steps,
                             batch_size=recipe.unlearn_batch, alpha=recipe.unlearn_alpha, seed=recipe.seed)
         unlearn(model, f, r, tok.pad_token_id, cfg, on_step=progress("unlearning"))
-        model.save_pretrained(out, safe_serialization=True)
-        tok.save_pretrained(out)
+        write_checkpoint(model, tok, out)
 
     unlearned = _stage(key / "unlearned", make_unlearned, log, f"unlearned (GA_GDR, lr {recipe.unlearn_lr})")
     return {"base": base, "target": target, "reference": reference, "unlearned": unlearned}

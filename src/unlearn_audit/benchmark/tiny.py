@@ -6,7 +6,6 @@ never saw it must PASS) without any download: the tokenizer is trained on the be
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -46,9 +45,3 @@ def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 128, layers: int = 
         pad_token_id=2,
     )
     return LlamaForCausalLM(config).eval()
-
-
-def save(model, tokenizer, path: Path) -> Path:
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-    return path

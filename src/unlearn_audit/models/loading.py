@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +104,24 @@ def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu") 
         tokenizer.pad_token = tokenizer.eos_token
     hashes = {f.name: sha256_file(f) for f in sorted(p.glob("*.safetensors"))}
     return Checkpoint(path=str(p), role=role, model=model, tokenizer=tokenizer, file_hashes=hashes)
+
+
+def write_checkpoint(model, tokenizer, out: Path, extra: dict[str, str] | None = None) -> Path:
+    """Save a model, its tokenizer and any extra text files as one HF directory, atomically: everything is
+    written into a temporary sibling that is renamed to ``out`` only once complete, so an interrupted run
+    never leaves a half-written checkpoint."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,16 +1,13 @@
 """``unlearn`` and ``remediate``: load, (optionally) compute SURE's saliency map, unlearn, and write a
 normal Hugging Face checkpoint with ``unlearning.json`` beside it.
 
-The checkpoint is written into a temporary sibling directory and renamed into place only when complete,
-so an interrupted run (Ctrl-C) never leaves a half-written model at ``--out``.
+The checkpoint is written atomically (``write_checkpoint``), so an interrupted run (Ctrl-C) never leaves
+a half-written model at ``--out``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,7 +15,7 @@ from typing import Callable
 from ..benchmark.training import encode
 from ..data import TextSet
 from ..errors import InputError
-from ..models.loading import Checkpoint
+from ..models.loading import Checkpoint, write_checkpoint
 from .losses import ga_loss, make_batch, npo_loss
 from .saliency import freeze_all_but, saliency_map
 from .unlearn import UnlearnConfig, unlearn
@@ -67,17 +64,5 @@ def run_unlearning(
                  "retain": {"path": retain.path, "sha256": retain.sha256}},
         "losses": history,
     }
-    _save(model, tok, out, record)
+    write_checkpoint(model, tok, out, {"unlearning.json": json.dumps(record, indent=2) + "\n"})
     return record
-
-
-def _save(model, tok, out: Path, record: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        (tmp / "unlearning.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
