@@ -13,7 +13,6 @@ import torch
 
 from unlearn_audit.benchmark import bios, tiny, training
 from unlearn_audit.models.loading import write_checkpoint
-from unlearn_audit.data import write_jsonl
 
 N_PER_SET = 48
 
@@ -23,12 +22,7 @@ def bench(tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)  # tiny models gain nothing from threads; oversubscribed OpenMP stalls
     root = tmp_path_factory.mktemp("bench")
     split = bios.generate(N_PER_SET, N_PER_SET, N_PER_SET, qa_per_person=2, seed=1)
-    files: dict[str, Path] = {}
-    for name in ("forget", "retain", "holdout"):
-        files[name] = root / f"{name}.jsonl"
-        write_jsonl(files[name], [{"text": t} for t in split.texts[name]])
-        files[f"{name}_qa"] = root / f"{name}_qa.jsonl"
-        write_jsonl(files[f"{name}_qa"], [{"question": q, "answer": a} for q, a in split.qa[name]])
+    files = bios.write_split(split, root)
     tok = tiny.train_tokenizer(split.texts["retain"] + split.texts["forget"] + split.texts["holdout"])
 
     def train(texts: list[str], name: str) -> Path:

@@ -67,6 +67,11 @@ def _emit(report: dict, fmt: str, out: Optional[Path]) -> int:
     return EXIT[report["verdict"]]
 
 
+def _check_format(fmt: str) -> None:
+    if fmt not in ("table", "json"):
+        raise InputError(f"--format must be 'table' or 'json', got {fmt!r}")
+
+
 def _check_out(out: Optional[Path]) -> None:
     if out is None:
         return
@@ -101,8 +106,7 @@ def audit(
     from .data import load_qa, load_texts
     from .quantize.registry import parse_schemes
 
-    if fmt not in ("table", "json"):
-        raise InputError(f"--format must be 'table' or 'json', got {fmt!r}")
+    _check_format(fmt)
     _check_out(out)
     names = tuple(s.name for s in parse_schemes(schemes))
     data = AuditData(
@@ -136,8 +140,7 @@ def demo(
     from .report.console import render_comparison
     from .report.write import write_json_atomic
 
-    if fmt not in ("table", "json"):
-        raise InputError(f"--format must be 'table' or 'json', got {fmt!r}")
+    _check_format(fmt)
     _check_out(out)
     with _Steps() as steps:
         report = run_demo(out, on_step=steps, log=lambda m: err.print(m, soft_wrap=True, markup=False), remediate=remediate)
@@ -293,8 +296,7 @@ def remediate(
     from .remediate.run import SureConfig, run_unlearning
 
     _check_percentile(saliency_percentile)
-    if fmt not in ("table", "json"):
-        raise InputError(f"--format must be 'table' or 'json', got {fmt!r}")
+    _check_format(fmt)
     if (out / "model").exists():
         raise InputError(f"{out / 'model'}: already exists; choose a new --out")
     _check_out(out)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
+from ..data import write_jsonl
 from ..resources import load_toml
 
 
@@ -93,3 +95,15 @@ def generate(
         texts[split] = [p.text for p in people]
         qa[split] = [pair for p in people for pair in p.qa[:qa_per_person]]
     return Split(texts=texts, qa=qa)
+
+
+def write_split(split: Split, data_dir: Path) -> dict[str, Path]:
+    """Write the split in the audit's input formats: ``{name}.jsonl`` texts and ``{name}_qa.jsonl`` pairs."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name in ("forget", "retain", "holdout"):
+        files[name] = data_dir / f"{name}.jsonl"
+        write_jsonl(files[name], [{"text": t} for t in split.texts[name]])
+        files[f"{name}_qa"] = data_dir / f"{name}_qa.jsonl"
+        write_jsonl(files[f"{name}_qa"], [{"question": q, "answer": a} for q, a in split.qa[name]])
+    return files

@@ -29,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from ..data import load_qa, load_texts, write_jsonl
+from ..data import load_qa, load_texts
 from ..errors import InputError
 from ..models.loading import write_checkpoint
 from ..remediate.unlearn import UnlearnConfig, unlearn
@@ -77,14 +77,7 @@ def cache_root() -> Path:
 
 def write_data(recipe: Recipe, data_dir: Path) -> dict[str, Path]:
     split = bios.generate(recipe.n_forget, recipe.n_retain, recipe.n_holdout, recipe.qa_per_person, recipe.data_seed)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for name in ("forget", "retain", "holdout"):
-        files[name] = data_dir / f"{name}.jsonl"
-        write_jsonl(files[name], [{"text": t} for t in split.texts[name]])
-        files[f"{name}_qa"] = data_dir / f"{name}_qa.jsonl"
-        write_jsonl(files[f"{name}_qa"], [{"question": q, "answer": a} for q, a in split.qa[name]])
-    return files
+    return bios.write_split(split, data_dir)
 
 
 def _gguf_dir() -> Path:
