@@ -46,12 +46,16 @@ def test_memoriser_fails(bench, tmp_path, capsys):
 
 
 def test_clean_model_passes(bench, tmp_path, capsys):
-    code, stdout, _ = run_cli(audit_args(bench, "clean", tmp_path, "--schemes", "fp32,rtn-int8,rtn-int4"), capsys)
+    schemes = "fp32,rtn-int4,gptq-int4,awq-int4,gguf-q4_0,nf4"
+    code, stdout, _ = run_cli(audit_args(bench, "clean", tmp_path, "--schemes", schemes), capsys)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["verdict"] == "PASS", report["verdict_reason"]
     assert code == 0
     assert "VERDICT: PASS" in stdout
     assert {c["status"] for c in report["checks"]} == {"PASS"}
+    assert [v["name"] for v in report["variants"] if v["status"] == "built"] == schemes.split(",")
+    calib = report["config"]["calibration"]  # no --retain or --calibration: the shipped generic text
+    assert calib["source"].startswith("generic text") and calib["sequences"] == 32 and len(calib["sha256"]) == 64
 
 
 def test_original_and_reference_give_retention_grid_overlap_and_privleak(bench, tmp_path, capsys):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import stats
-from .data import QASet, TextSet
+from .data import QASet, TextSet, load_texts
 from .errors import InputError
 from .models.hf import HFModel
 from .models.loading import Checkpoint, load_checkpoint
@@ -27,9 +27,11 @@ from .policy import Policy, Result, judge
 from .probes import knowmem, mink, verbmem
 from .probes.base import ProbeOutput, definitions
 from .quantize.base import SchemeUnavailable
+from .quantize.calibration import MAX_TOKENS
 from .quantize.grid import grid_overlap
 from .quantize.registry import DEFAULT_SCHEMES, get_scheme
 from .report.build import build_report
+from .resources import data_dir
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class AuditData:
     retain_qa: QASet | None = None
     holdout_qa: QASet | None = None
     icl: QASet | None = None
+    calibration: TextSet | None = None  # for GPTQ/AWQ; default: retain, else the shipped generic text
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class _Workload:
     mink: dict[str, list]
     icl_source: str
     notes: list[str]
+    calibration: list[list[int]] = field(default_factory=list)
+    calibration_source: dict | None = None
 
 
 def _same_tokenizer(a: Checkpoint, b: Checkpoint) -> None:
@@ -100,7 +105,22 @@ def _workload(ckpt: Checkpoint, data: AuditData, cfg: AuditConfig) -> _Workload:
         mk[split], cut = mink.prepare(tok, ts.texts, max_len)
         if cut:
             notes.append(f"mink: {cut} {split} text(s) longer than the context ({max_len}) were truncated")
-    return _Workload(vm, km, mk, icl_source, notes)
+    work = _Workload(vm, km, mk, icl_source, notes)
+    if any(get_scheme(n).calibrated for n in cfg.schemes):
+        work.calibration, work.calibration_source = calibration_tokens(tok, data.calibration or data.retain,
+                                                                       "--calibration" if data.calibration else "retain set")
+    return work
+
+
+def calibration_tokens(tok, texts: TextSet | None, source: str) -> tuple[list[list[int]], dict]:
+    """GPTQ/AWQ calibration sequences: the given texts, or the generic text shipped with the tool
+    (Zhang et al. note that a general corpus does not target the forget domain; which one was used is
+    recorded)."""
+    if texts is None:
+        texts, source = load_texts(data_dir("probes") / "calibration.jsonl"), "generic text shipped with the tool"
+    seqs = [tok(t)["input_ids"] for t in texts.texts]
+    return seqs, {"source": source, "path": texts.path, "sha256": texts.sha256, "sequences": len(seqs),
+                  "tokens": sum(min(len(s), MAX_TOKENS) for s in seqs)}
 
 
 def _probe_all(model: HFModel, tok, work: _Workload, full: bool) -> list[ProbeOutput]:
@@ -110,11 +130,12 @@ def _probe_all(model: HFModel, tok, work: _Workload, full: bool) -> list[ProbeOu
         outs.append(knowmem.run(model, tok, work.knowmem["forget"], "forget"))
     for split in ("forget", "holdout"):  # one forward pass each; shows whether Q(original) still knows
         outs += mink.run(model, work.mink[split], split)
+    if "retain" in work.knowmem:  # utility; the original's too, for the retain-utility ratio
+        outs.append(knowmem.run(model, tok, work.knowmem["retain"], "retain"))
     if full:
         outs.append(verbmem.run(model, tok, work.verbmem["holdout"], "holdout"))
-        for split in ("retain", "holdout"):
-            if split in work.knowmem:
-                outs.append(knowmem.run(model, tok, work.knowmem[split], split))
+        if "holdout" in work.knowmem:
+            outs.append(knowmem.run(model, tok, work.knowmem["holdout"], "holdout"))
     return outs
 
 
@@ -140,6 +161,10 @@ def _score(variant: str, outs: dict, orig: dict, fp32: dict | None, ref_scores, 
             add(probe, "original_forget", stats.mean(orig[probe, "forget"], _rng(seed, variant, probe, "orig"), b))
             ratio = lambda x, y: x / y  # noqa: E731  retention = M(Q(unlearned)) / M(Q(original))
             add(probe, "retention", stats.paired(outs[probe, "forget"], orig[probe, "forget"], ratio, _rng(seed, variant, probe, "ret"), b))
+        if probe == "knowmem" and ("knowmem", "retain") in orig and ("knowmem", "retain") in outs:
+            # Table 3's utility: retain KnowMem kept relative to the original under the same scheme.
+            rng = _rng(seed, variant, probe, "utility")
+            add(probe, "retain_utility", stats.paired(outs[probe, "retain"], orig[probe, "retain"], lambda x, y: x / y, rng, b))
         if fp32 is not None and variant != "fp32" and (probe, "forget") in fp32:
             diff = lambda x, y: x - y  # noqa: E731
             rng = _rng(seed, variant, probe, "rec")
@@ -210,7 +235,7 @@ def run_audit(
         t = time.perf_counter()
         on_step(f"{scheme.name}: building")
         try:
-            built = scheme.build(ckpt)
+            built = scheme.build(ckpt, work.calibration)
         except SchemeUnavailable as exc:
             variants.append({"name": scheme.name, "scheme": scheme.name, "bits": scheme.bits, "status": "skipped", "reason": str(exc)})
             continue
@@ -222,7 +247,7 @@ def run_audit(
         if original is not None:
             on_step(f"{scheme.name}: probing the original")
             try:
-                built_orig = scheme.build(original)
+                built_orig = scheme.build(original, work.calibration)
                 orig_outs = _probe_all(HFModel(scheme.name, built_orig, tok, cfg.batch_size), tok, work, full=False)
                 del built_orig
             except SchemeUnavailable:

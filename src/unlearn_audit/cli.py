@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -92,6 +93,7 @@ def audit(
     retain_qa: Optional[Path] = typer.Option(None, help="QA about the retain set (utility)."),
     holdout_qa: Optional[Path] = typer.Option(None, help="QA about the holdout set (KnowMem baseline)."),
     icl: Optional[Path] = typer.Option(None, help="Few-shot QA pairs for KnowMem (default: retain QA)."),
+    calibration: Optional[Path] = typer.Option(None, help="Calibration text for gptq/awq, JSONL (default: retain, else shipped text)."),
     original: Optional[Path] = typer.Option(None, help="The model before unlearning (for retention)."),
     reference: Optional[Path] = typer.Option(None, help="A model retrained without the forget set."),
     schemes: str = typer.Option(",".join(["fp32", "rtn-int8", "rtn-int4", "bnb-fp4"]), help="Comma-separated scheme names (see `schemes`)."),
@@ -117,6 +119,7 @@ def audit(
         retain_qa=load_qa(retain_qa) if retain_qa else None,
         holdout_qa=load_qa(holdout_qa) if holdout_qa else None,
         icl=load_qa(icl) if icl else None,
+        calibration=load_texts(calibration) if calibration else None,
     )
     cfg = AuditConfig(schemes=names, seed=seed, batch_size=batch_size, muse_strict=muse_strict)
     with _Steps() as steps:
@@ -134,16 +137,26 @@ def demo(
     out: Path = typer.Option(Path("unlearn-audit-demo"), help="Directory for the demo's data and report.json."),
     fmt: str = typer.Option("table", "--format", help="stdout format: table or json."),
     remediate: bool = typer.Option(False, "--remediate", help="Also remediate with SURE and re-audit (OUT/remediated)."),
+    sure_lr: float = typer.Option(1e-4, help="SURE learning rate for --remediate (paper Table 6: 1e-4)."),
+    sure_steps: int = typer.Option(12, min=1, help="SURE optimizer steps for --remediate."),
+    saliency_percentile: float = typer.Option(90.0, help="SURE threshold γ for --remediate."),
 ) -> None:
     """Build the built-in benchmark (cached), unlearn it, and audit the result. Exits 0 once it ran."""
     from .benchmark.scenario import run_demo
     from .report.console import render_comparison
     from .report.write import write_json_atomic
 
+    from .benchmark.scenario import Recipe
+
     _check_format(fmt)
     _check_out(out)
+    _check_percentile(saliency_percentile)
+    if sure_lr <= 0:
+        raise InputError(f"--sure-lr must be positive, got {sure_lr}")
+    recipe = Recipe(sure_lr=sure_lr, sure_steps=sure_steps, sure_percentile=saliency_percentile)
     with _Steps() as steps:
-        report = run_demo(out, on_step=steps, log=lambda m: err.print(m, soft_wrap=True, markup=False), remediate=remediate)
+        report = run_demo(out, on_step=steps, log=lambda m: err.print(m, soft_wrap=True, markup=False),
+                          recipe=recipe, remediate=remediate)
     after = report["demo"].pop("remediated", None)
     _emit(report, fmt, out)
     if after is not None:
@@ -158,8 +171,11 @@ def quantize(
     model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="A local Hugging Face causal-LM directory."),
     scheme: str = typer.Option(..., help="Scheme name (see `schemes`)."),
     out: Path = typer.Option(..., help="Directory to write the quantized checkpoint to (must not exist)."),
+    calibration: Optional[Path] = typer.Option(None, help="Calibration text for gptq/awq, JSONL (default: shipped text)."),
 ) -> None:
     """Write SCHEME applied to MODEL_DIR as a checkpoint that transformers loads."""
+    from .audit import calibration_tokens
+    from .data import load_texts
     from .models.loading import load_checkpoint, write_checkpoint
     from .quantize.base import SchemeUnavailable
     from .quantize.registry import get_scheme
@@ -168,9 +184,11 @@ def quantize(
     if out.exists():
         raise InputError(f"{out}: already exists; choose a new directory")
     _check_out(out)
+    texts = load_texts(calibration) if calibration else None
     ckpt = load_checkpoint(model_dir)
+    calib = calibration_tokens(ckpt.tokenizer, texts, "--calibration")[0] if s.calibrated else None
     try:
-        model = s.build(ckpt)
+        model = s.build(ckpt, calib)
     except SchemeUnavailable as exc:
         raise InputError(f"scheme {scheme}: {exc}") from None
     write_checkpoint(model, ckpt.tokenizer, out)
@@ -197,6 +215,8 @@ class _TrainingBar:
     def __call__(self, step: int, total: int, loss: float) -> None:
         if self.task is None:
             self.task = self.progress.add_task(self.what, total=total, loss="-")
+            if not err.is_terminal:  # a log (CI) gets one line saying training started
+                _say(f"{self.what}: {total} steps")
         self.progress.update(self.task, completed=step, loss=f"{loss:.4f}")
 
     def __exit__(self, *exc):
@@ -341,7 +361,22 @@ def _quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
+class _Signalled(BaseException):
+    """SIGINT or SIGTERM, raised like Ctrl-C so every atomic writer removes its temp files on the way out.
+    Not a KeyboardInterrupt: typer turns that into a silent exit code, and the user should be told."""
+
+    def __init__(self, signum: int) -> None:
+        self.word, self.code = ("interrupted", 130) if signum == signal.SIGINT else ("terminated", 143)
+
+
+def _raise_signalled(signum, frame) -> None:
+    raise _Signalled(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _raise_signalled)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # keep SIGINT ignored if it was
+        signal.signal(signal.SIGINT, _raise_signalled)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
@@ -361,6 +396,9 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, typer.Abort):
         _say("interrupted")
         code = 130
+    except _Signalled as exc:
+        _say(exc.word)
+        code = exc.code
     except Exception as exc:  # a bug in the tool, not a finding: keep it apart from FAIL (exit 3)
         if debug:
             err.print_exception()

@@ -70,6 +70,15 @@ class Recipe:
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (a container or ``taskset`` may allow fewer than the machine has):
+    more torch threads than cores makes OpenMP spin and can slow training by orders of magnitude."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "unlearn-audit"
@@ -113,7 +122,7 @@ def _load(path: Path):
 def build_models(
     recipe: Recipe, files: dict[str, Path], log: Callable[[str], None], on_step: Callable[[str], None] = lambda s: None
 ) -> dict[str, Path]:
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(usable_cpus())
     root = cache_root()
     base = root / "smollm2-135m-fp32"
 

@@ -27,21 +27,40 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class GridCodes:
+    """Where one (out, in) weight lands on a scheme's grid: the comparable evidence of Section 5.
+
+    ``codes`` holds each weight's integer cell; ``params`` one row per group (scale, and zero point or
+    minimum where the format has one), so a changed group is any differing row; ``step`` is each
+    weight's quantization step Δ (for non-uniform grids, the block's absmax times the codebook's mean
+    spacing), for |ΔW| / Δ.
+    """
+
+    codes: torch.Tensor
+    params: torch.Tensor  # (n_groups, k)
+    step: torch.Tensor  # float32, same shape as codes
+
+
 class Scheme(ABC):
     name: str
     bits: int | None
     description: str
+    #: True when ``build`` uses calibration text (GPTQ, AWQ); the audit then passes token batches.
+    calibrated: bool = False
 
     def params(self) -> dict:
         """Everything that defines the scheme, recorded in the report's config."""
         return {}
 
     @abstractmethod
-    def build(self, checkpoint: "Checkpoint") -> nn.Module:
-        """A new model holding the quantized weights; ``checkpoint.model`` itself is left untouched."""
+    def build(self, checkpoint: "Checkpoint", calibration: list[list[int]] | None = None) -> nn.Module:
+        """A new model holding the quantized weights; ``checkpoint.model`` itself is left untouched.
+        ``calibration`` is a list of token-id sequences, used only by calibrated schemes."""
 
-    def codes(self, weight: torch.Tensor):
-        """Integer codes and scales for one (out, in) weight, for grid-cell overlap; None if not exposed."""
+    def codes(self, weight: torch.Tensor) -> GridCodes | None:
+        """The grid cells of one (out, in) weight, for overlap forensics; None where a code is not a
+        function of the weight alone (GPTQ and AWQ also depend on calibration activations)."""
         return None
 
 

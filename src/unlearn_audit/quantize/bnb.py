@@ -54,7 +54,7 @@ class BitsAndBytes(Scheme):
             "avx512bf16_guard": "support_avx512bf16_for_cpu=False on every Linear4bit",
         }
 
-    def build(self, checkpoint):
+    def build(self, checkpoint, calibration=None):
         bnb = _bnb()
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 

@@ -10,5 +10,5 @@ class FullPrecision(Scheme):
     bits = 32
     description = "the checkpoint as given, in float32 (the full-precision baseline)"
 
-    def build(self, checkpoint):
+    def build(self, checkpoint, calibration=None):
         return checkpoint.model

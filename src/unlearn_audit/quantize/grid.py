@@ -35,8 +35,8 @@ def grid_overlap(scheme: Scheme, model_a: torch.nn.Module, model_b: torch.nn.Mod
         b = scheme.codes(out_in_weight(mods_b[name]))
         same += int((a.codes == b.codes).sum())
         total += a.codes.numel()
-        changed += int((a.scales != b.scales).sum())
-        groups += a.scales.numel()
+        changed += int((a.params != b.params).any(dim=1).sum())
+        groups += a.params.shape[0]
     if total == 0:
         return None
     return GridOverlap(same / total, changed / groups, total, groups)

@@ -7,22 +7,35 @@ from typing import Callable
 
 from ..errors import InputError
 from .base import Scheme
+from .awq import AWQScheme
 from .bnb import BitsAndBytes
+from .codebook import CodebookScheme
 from .fp32 import FullPrecision
+from .ggml import GGMLScheme
+from .gptq import GPTQScheme
 from .rtn import RTNScheme
 
 SCHEMES: dict[str, Callable[[], Scheme]] = {
     "fp32": FullPrecision,
-    "rtn-int8": lambda: RTNScheme(8, 128),
-    "rtn-int4": lambda: RTNScheme(4, 128),
+    # Round-to-nearest, the paper's Eq. 2 (symmetric) and the affine variant with a zero point.
+    **{f"rtn-int{b}": (lambda b=b: RTNScheme(b, 128)) for b in (8, 6, 5, 4, 3, 2)},
+    **{f"rtn-int{b}-asym": (lambda b=b: RTNScheme(b, 128, symmetric=False)) for b in (8, 4, 3, 2)},
     "rtn-int8-pc": lambda: RTNScheme(8, None),
     "rtn-int4-pc": lambda: RTNScheme(4, None),
     "rtn-int4-g64": lambda: RTNScheme(4, 64),
     "rtn-int4-g32": lambda: RTNScheme(4, 32),
-    "rtn-int3": lambda: RTNScheme(3, 128),
+    # NF4 / FP4, the exact algorithm in torch, and through bitsandbytes itself.
+    "nf4": lambda: CodebookScheme("nf4"),
+    "fp4": lambda: CodebookScheme("fp4"),
     "bnb-fp4": lambda: BitsAndBytes("fp4"),
     "bnb-nf4": lambda: BitsAndBytes("nf4"),
     "bnb-int8": lambda: BitsAndBytes("int8"),
+    # Calibrated methods (calibration: the retain set, or the shipped generic text).
+    "gptq-int4": lambda: GPTQScheme(4, 128),
+    "gptq-int8": lambda: GPTQScheme(8, 128),
+    "awq-int4": lambda: AWQScheme(4, 128),
+    # llama.cpp's block formats through gguf.quants.
+    **{f"gguf-{k}": (lambda k=k: GGMLScheme(k)) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")},
 }
 
 DEFAULT_SCHEMES = ("fp32", "rtn-int8", "rtn-int4", "bnb-fp4")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Scheme, fake_quantize
+from .base import GridCodes, Scheme, fake_quantize
 
 PARTIAL_GROUP_RULE = (
     "the last group of each row holds the remainder of the input dimension (e.g. 576 = 4 x 128 + 64) "
@@ -32,69 +32,105 @@ PARTIAL_GROUP_RULE = (
 
 @dataclass(frozen=True)
 class RTNCodes:
-    """Integer codes and per-group scales of one (out, in) weight matrix."""
+    """Integer codes, per-group scales and (asymmetric only) zero points of one (out, in) matrix."""
 
     codes: torch.Tensor  # int16, same shape as the weight
     scales: torch.Tensor  # float32, (out, n_groups)
     group_size: int  # columns per group (the input size when per-channel)
+    zeros: torch.Tensor | None = None  # int16, (out, n_groups); None for symmetric
+
+    def _expand(self, t: torch.Tensor) -> torch.Tensor:
+        return t.repeat_interleave(self.group_size, dim=1)[:, : self.codes.shape[1]]
 
     def dequantize(self) -> torch.Tensor:
-        expanded = self.scales.repeat_interleave(self.group_size, dim=1)[:, : self.codes.shape[1]]
-        return self.codes.to(torch.float32) * expanded
+        codes = self.codes.to(torch.float32)
+        if self.zeros is not None:
+            codes = codes - self._expand(self.zeros).to(torch.float32)
+        return codes * self._expand(self.scales)
+
+    def grid(self) -> GridCodes:
+        params = self.scales if self.zeros is None else torch.stack([self.scales, self.zeros.to(torch.float32)], -1)
+        return GridCodes(self.codes, params.reshape(self.scales.numel(), -1), self._expand(self.scales))
 
 
-def rtn_codes(weight: torch.Tensor, bits: int, group_size: int | None = 128) -> RTNCodes:
-    """Quantize an (out, in) matrix with symmetric absmax RTN (Eq. 2); returns codes and scales."""
-    if not 2 <= bits <= 8:
-        raise ValueError(f"RTN bits must be between 2 and 8, got {bits}")
+def _groups(weight: torch.Tensor, group_size: int | None) -> tuple[torch.Tensor, int]:
+    """(out, n_groups, g) view of an (out, in) matrix; a short last group is zero-padded (see above)."""
     w = weight.detach().to(torch.float32)
     out_features, in_features = w.shape
     g = in_features if group_size is None else group_size
     n_groups = -(-in_features // g)
     padded = torch.zeros(out_features, n_groups * g, dtype=torch.float32)
     padded[:, :in_features] = w
-    grouped = padded.view(out_features, n_groups, g)
-    absmax = grouped.abs().amax(dim=2)
-    scales = absmax / 2 ** (bits - 1)
-    # An all-zero group has Δ = 0; its codes are 0 whatever the scale, so use 1 to avoid 0/0.
+    return padded.view(out_features, n_groups, g), g
+
+
+def rtn_codes(weight: torch.Tensor, bits: int, group_size: int | None = 128, symmetric: bool = True) -> RTNCodes:
+    """Quantize an (out, in) matrix with RTN; returns codes and scales (and zero points if asymmetric).
+
+    Symmetric is Eq. 2. Asymmetric follows PyTorch's affine convention (torchao's ``MappingType.ASYMMETRIC``):
+    the group's range is widened to include 0, Δ = (max - min) / (2^N - 1), the zero point
+    z = -round(min / Δ) is an integer, and codes are clamp(round(w / Δ) + z, 0, 2^N - 1). A padded
+    short group is unaffected, because the range already includes 0.
+    """
+    if not 2 <= bits <= 8:
+        raise ValueError(f"RTN bits must be between 2 and 8, got {bits}")
+    out_features, in_features = weight.shape
+    grouped, g = _groups(weight, group_size)
+    if symmetric:
+        scales = grouped.abs().amax(dim=2) / 2 ** (bits - 1)
+        lo, hi, zeros = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1, None
+    else:
+        lo_v = grouped.amin(dim=2).clamp(max=0)
+        hi_v = grouped.amax(dim=2).clamp(min=0)
+        scales = (hi_v - lo_v) / (2**bits - 1)
+        lo, hi = 0, 2**bits - 1
+    # An all-zero group has Δ = 0; its codes are 0 (or z) whatever the scale, so use 1 to avoid 0/0.
     safe = torch.where(scales == 0, torch.ones_like(scales), scales)
-    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    codes = torch.clamp(torch.round(grouped / safe.unsqueeze(2)), lo, hi)
-    codes = codes.view(out_features, n_groups * g)[:, :in_features].to(torch.int16)
-    return RTNCodes(codes=codes, scales=scales, group_size=g)
+    if not symmetric:
+        zeros = torch.clamp(-torch.round(lo_v / safe), lo, hi)
+    shift = 0 if zeros is None else zeros.unsqueeze(2)
+    codes = torch.clamp(torch.round(grouped / safe.unsqueeze(2)) + shift, lo, hi)
+    codes = codes.view(out_features, -1)[:, :in_features].to(torch.int16)
+    return RTNCodes(codes, scales, g, None if zeros is None else zeros.to(torch.int16))
 
 
-def rtn_quantize(weight: torch.Tensor, bits: int, group_size: int | None = 128) -> torch.Tensor:
-    """The dequantized weight Q(w) of Eq. 2, same shape and dtype as ``weight``."""
-    return rtn_codes(weight, bits, group_size).dequantize().to(weight.dtype)
+def rtn_quantize(weight: torch.Tensor, bits: int, group_size: int | None = 128, symmetric: bool = True) -> torch.Tensor:
+    """The dequantized weight Q(w), same shape and dtype as ``weight``."""
+    return rtn_codes(weight, bits, group_size, symmetric).dequantize().to(weight.dtype)
 
 
 class RTNScheme(Scheme):
     """Fake-quantized RTN over every Linear/Conv1D except lm_head (see the module docstring)."""
 
-    def __init__(self, bits: int, group_size: int | None = 128) -> None:
+    def __init__(self, bits: int, group_size: int | None = 128, symmetric: bool = True) -> None:
         self.bits = bits
         self.group_size = group_size
+        self.symmetric = symmetric
         suffix = "" if group_size == 128 else ("-pc" if group_size is None else f"-g{group_size}")
-        self.name = f"rtn-int{bits}{suffix}"
+        self.name = f"rtn-int{bits}{'' if symmetric else '-asym'}{suffix}"
         grouping = "per output channel" if group_size is None else f"groups of {group_size}"
-        self.description = f"round-to-nearest int{bits}, symmetric absmax (paper Eq. 2), {grouping}"
+        kind = "symmetric absmax (paper Eq. 2)" if symmetric else "asymmetric min/max with zero point"
+        self.description = f"round-to-nearest int{bits}, {kind}, {grouping}"
 
     def params(self) -> dict:
+        scale = (
+            "absmax / 2^(bits-1), codes clamped to [-2^(bits-1), 2^(bits-1)-1]" if self.symmetric
+            else "(max(w,0) - min(w,0)) / (2^bits - 1), zero point -round(min/scale), codes in [0, 2^bits-1]"
+        )
         return {
             "method": "rtn",
             "bits": self.bits,
-            "symmetric": True,
-            "scale": "absmax / 2^(bits-1), codes clamped to [-2^(bits-1), 2^(bits-1)-1]",
+            "symmetric": self.symmetric,
+            "scale": scale,
             "group_size": self.group_size if self.group_size is not None else "per-channel",
             "partial_group": PARTIAL_GROUP_RULE,
             "skipped_modules": "lm_head (output embeddings) and embeddings",
         }
 
-    def build(self, checkpoint):
+    def build(self, checkpoint, calibration=None):
         model = copy.deepcopy(checkpoint.model)
-        fake_quantize(model, lambda w: rtn_quantize(w, self.bits, self.group_size))
+        fake_quantize(model, lambda w: rtn_quantize(w, self.bits, self.group_size, self.symmetric))
         return model
 
-    def codes(self, weight: torch.Tensor) -> RTNCodes:
-        return rtn_codes(weight, self.bits, self.group_size)
+    def codes(self, weight: torch.Tensor) -> GridCodes:
+        return rtn_codes(weight, self.bits, self.group_size, self.symmetric).grid()

@@ -54,7 +54,7 @@ def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_inf
             "original": _model(original),
             "reference": _model(reference),
             **{name: _dataset(getattr(data, name)) for name in
-               ("forget", "holdout", "retain", "forget_qa", "retain_qa", "holdout_qa", "icl")},
+               ("forget", "holdout", "retain", "forget_qa", "retain_qa", "holdout_qa", "icl", "calibration")},
         },
         "config": {
             "schemes": {s.name: {"description": s.description, "bits": s.bits, **s.params()} for s in schemes},
@@ -69,6 +69,7 @@ def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_inf
             "verbmem_generation": "fixed 128 new tokens (MUSE)" if cfg.muse_strict
             else "new tokens capped at the reference continuation's length (at most 128)",
             "knowmem_icl_source": work.icl_source,
+            "calibration": work.calibration_source,
             "privleak_reference": ref_info,
             "notes": work.notes,
         },

@@ -53,20 +53,20 @@ def render(report: dict, console: Console) -> None:
 
 def render_comparison(before: dict, after: dict, console: Console, labels=("before", "after")) -> None:
     """Two reports side by side per variant: the headline forget metrics and utility (Table 3's shape)."""
-    cols = [("verbmem", "forget"), ("verbmem", "retention"), ("knowmem", "forget"), ("knowmem", "retain"), ("mink", "auc")]
+    cols = [("verbmem", "forget"), ("verbmem", "retention"), ("knowmem", "forget"), ("knowmem", "retention"),
+            ("knowmem", "retain"), ("knowmem", "retain_utility"), ("mink", "auc")]
     rb = {(r["variant"], r["probe"], r["metric"]): r for r in before["results"]}
     ra = {(r["variant"], r["probe"], r["metric"]): r for r in after["results"]}
     table = Table(title=f"{labels[0]} → {labels[1]}")
     table.add_column("variant")
     for probe, metric in cols:
         table.add_column(f"{probe} {metric}", justify="right")
+    table.add_column(f"{labels[1]} checks")
     for v in before["variants"]:
         name = v["name"]
-        cells = []
-        for key in cols:
-            b, a = rb.get((name, *key)), ra.get((name, *key))
-            cells.append(f"{_short(b)} → {_short(a)}")
-        table.add_row(name, *cells)
+        cells = [f"{_short(rb.get((name, *key)))} → {_short(ra.get((name, *key)))}" for key in cols]
+        checks = {c["status"] for c in after["checks"] if c["variant"] == name}
+        table.add_row(name, *cells, next((s for s in ("FAIL", "INCONCLUSIVE", "SKIPPED", "PASS") if s in checks), "-"))
     console.print(table)
     console.print(f"verdict: {before['verdict']} → {after['verdict']} — {after['verdict_reason']}")
 

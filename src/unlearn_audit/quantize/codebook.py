@@ -1,0 +1,84 @@
+"""NF4 and FP4: 4-bit codebook quantization with one absmax per block, written out in torch.
+
+These are the formats of bitsandbytes (Dettmers et al., QLoRA), which the paper uses for its 4-bit
+results. ``bnb-nf4`` / ``bnb-fp4`` run the library itself; these presets are the exact algorithm,
+independent of bitsandbytes' CPU kernels (and of their AVX512-BF16 repacking bug), with any blocksize:
+
+- flatten the (out, in) weight row by row and cut it into blocks of ``blocksize`` values (a shorter
+  last block gets its own absmax), as bitsandbytes does;
+- divide each block by its absmax, so values lie in [-1, 1];
+- map each value to the nearest entry of the 16-value codebook (ties go to the lower entry, as
+  bitsandbytes' midpoint bucketing does), and multiply back by the absmax.
+
+The codebooks are bitsandbytes' tables: NF4 holds the quantiles of a standard normal scaled to [-1, 1];
+FP4 is the E2M1 float format scaled so that its largest value is 1 (it has a +0 and a -0, which are
+the same value and therefore one grid cell here).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .base import GridCodes, Scheme, fake_quantize
+
+NF4 = (
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0,
+)
+# E2M1 magnitudes {0, 0.0625, 8, 12, 4, 6, 2, 3} / 12 (bitsandbytes' normalisation), and their negatives.
+FP4 = tuple(sorted({s * v / 12 for s in (1, -1) for v in (0.0, 0.0625, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)}))
+CODEBOOKS = {"nf4": NF4, "fp4": FP4}
+
+
+def codebook_grid(weight: torch.Tensor, kind: str, blocksize: int = 64) -> tuple[GridCodes, torch.Tensor]:
+    """Cells and the dequantized weight of one (out, in) matrix under NF4 or FP4."""
+    code = torch.tensor(CODEBOOKS[kind], dtype=torch.float32)
+    w = weight.detach().to(torch.float32).reshape(-1)
+    n = w.numel()
+    n_blocks = -(-n // blocksize)
+    padded = torch.zeros(n_blocks * blocksize, dtype=torch.float32)
+    padded[:n] = w
+    blocks = padded.view(n_blocks, blocksize)
+    absmax = blocks.abs().amax(dim=1)
+    # bitsandbytes multiplies full blocks by 1/absmax and divides the short last block; a value on a
+    # codebook midpoint can round either way by one ulp, so the same arithmetic is used here.
+    scaled = blocks * (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1)
+    if n % blocksize:
+        scaled[-1] = blocks[-1] / absmax[-1].clamp(min=1e-38)
+    scaled = torch.clamp(scaled, -1, 1)
+    idx = torch.bucketize(scaled, (code[:-1] + code[1:]) / 2)  # nearest entry; a tie goes low
+    deq = (code[idx] * absmax.unsqueeze(1)).reshape(-1)[:n].view_as(weight)
+    mean_step = (code[-1] - code[0]) / (len(code) - 1)
+    step = (absmax.unsqueeze(1) * mean_step).expand(-1, blocksize).reshape(-1)[:n].view_as(weight)
+    codes = idx.reshape(-1)[:n].view_as(weight).to(torch.int16)
+    return GridCodes(codes, absmax.unsqueeze(1), step), deq
+
+
+class CodebookScheme(Scheme):
+    """Fake-quantized NF4 or FP4 over every Linear/Conv1D except lm_head."""
+
+    bits = 4
+
+    def __init__(self, kind: str, blocksize: int = 64) -> None:
+        if kind not in CODEBOOKS:
+            raise ValueError(kind)
+        self.kind, self.blocksize = kind, blocksize
+        self.name = kind if blocksize == 64 else f"{kind}-b{blocksize}"
+        self.description = f"{kind.upper()} codebook, absmax per block of {blocksize} (reference, no bitsandbytes)"
+
+    def params(self) -> dict:
+        return {"method": self.kind, "bits": 4, "blocksize": self.blocksize, "codebook": list(CODEBOOKS[self.kind]),
+                "absmax": "float32 per block, no double quantization", "rounding": "nearest entry, ties low",
+                "skipped_modules": "lm_head (output embeddings) and embeddings"}
+
+    def build(self, checkpoint, calibration=None):
+        model = copy.deepcopy(checkpoint.model)
+        fake_quantize(model, lambda w: codebook_grid(w, self.kind, self.blocksize)[1].to(w.dtype))
+        return model
+
+    def codes(self, weight: torch.Tensor) -> GridCodes:
+        return codebook_grid(weight, self.kind, self.blocksize)[0]

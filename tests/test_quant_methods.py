@@ -1,0 +1,94 @@
+"""The reference quantizers against the math and against the libraries they reimplement."""
+
+import numpy as np
+import pytest
+import torch
+
+from unlearn_audit.quantize.awq import awq_search
+from unlearn_audit.quantize.codebook import codebook_grid
+from unlearn_audit.quantize.ggml import TYPES, ggml_grid, ggml_roundtrip
+from unlearn_audit.quantize.gptq import gptq_quantize
+from unlearn_audit.quantize.rtn import rtn_codes, rtn_quantize
+
+
+def _correlated_inputs(n: int, dim: int, seed: int) -> torch.Tensor:
+    """Inputs with strongly correlated channels and a few large ones, like transformer activations."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(dim, dim, generator=g) / dim**0.5 + torch.eye(dim)
+    x = torch.randn(n, dim, generator=g) @ mix
+    x[:, :4] *= 20  # outlier channels
+    return x.to(torch.float64)
+
+
+def test_asymmetric_rtn_by_hand():
+    c = rtn_codes(torch.tensor([[-1.0, 0.5, 2.0]]), bits=2, group_size=None, symmetric=False)
+    # range [-1, 2] → Δ = 3 / 3 = 1, zero point 1; 0.5 rounds half to even (0), plus 1
+    assert c.scales.tolist() == [[1.0]] and c.zeros.tolist() == [[1]]
+    assert c.codes.tolist() == [[0, 1, 3]]
+    assert c.dequantize().tolist() == [[-1.0, 0.0, 2.0]]
+    # a group that is all positive still includes 0 in its range, so 0 stays exactly representable
+    c = rtn_codes(torch.tensor([[0.5, 1.0, 1.5]]), bits=2, group_size=None, symmetric=False)
+    assert c.zeros.tolist() == [[0]] and c.scales.tolist() == [[0.5]]
+
+
+@pytest.mark.parametrize("kind", ["nf4", "fp4"])
+def test_codebook_reference_is_bit_identical_to_bitsandbytes(kind):
+    F = pytest.importorskip("bitsandbytes.functional")
+    torch.manual_seed(0)
+    for shape in ((256, 576), (100, 70)):  # the second ends in a short block
+        w = torch.randn(*shape) * 0.02
+        q, state = F.quantize_4bit(w, blocksize=64, quant_type=kind)
+        assert torch.equal(F.dequantize_4bit(q, state), codebook_grid(w, kind, 64)[1])
+
+
+@pytest.mark.parametrize("kind", list(TYPES))
+def test_gguf_codes_rebuild_the_weight_and_requantizing_is_bit_exact(kind):
+    import gguf.quants
+    from gguf.constants import GGMLQuantizationType
+
+    torch.manual_seed(1)
+    w = torch.randn(64, 96) * 0.05
+    raw, deq = ggml_roundtrip(w, kind)
+    grid, _ = ggml_grid(w, kind)
+    qtype = GGMLQuantizationType[kind.upper()]
+    assert np.array_equal(gguf.quants.quantize(deq.numpy(), qtype), raw)  # Q(Q(w)) has the same bytes
+    levels = 2 ** TYPES[kind]
+    assert int(grid.codes.min()) >= (-127 if kind == "q8_0" else 0) and int(grid.codes.max()) < levels
+    d = grid.params[:, 0:2].numpy().astype(np.uint8).copy().view(np.float16).astype(np.float32)
+    m = grid.params[:, 2:4].numpy().astype(np.uint8).copy().view(np.float16).astype(np.float32) if kind.endswith("_1") else 0
+    offset = {"q4_0": 8, "q5_0": 16}.get(kind, 0)
+    rebuilt = (grid.codes.numpy().reshape(-1, 32) - offset) * d + m
+    assert np.allclose(rebuilt.reshape(w.shape), deq.numpy(), atol=1e-7)
+
+
+def test_gptq_beats_rtn_on_layer_reconstruction():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(48, 256, generator=g, dtype=torch.float64) * 0.05
+    x = _correlated_inputs(2048, 256, seed=1)
+    h = 2 * x.T @ x / len(x)
+    for bits in (3, 4):
+        err_rtn = (x @ (w - rtn_quantize(w, bits, 128)).T).norm()
+        q = gptq_quantize(w, h, bits, 128)
+        err_gptq = (x @ (w - q).T).norm()
+        assert err_gptq < 0.8 * err_rtn, (bits, float(err_gptq), float(err_rtn))
+        # GPTQ keeps the grid: every group of 128 uses at most 2^bits values
+        for start in (0, 128):
+            assert max(len(torch.unique(r)) for r in q[:, start : start + 128]) <= 2**bits
+
+
+def test_gptq_with_identity_hessian_and_no_feedback_is_rtn():
+    # H = I makes every error update zero off the diagonal: GPTQ reduces to RTN with group scales.
+    w = torch.randn(8, 256, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert torch.allclose(gptq_quantize(w, torch.eye(256, dtype=torch.float64), 4, 128), rtn_quantize(w, 4, 128))
+
+
+def test_awq_search_never_loses_to_rtn_on_its_objective():
+    g = torch.Generator().manual_seed(3)
+    x = _correlated_inputs(1024, 128, seed=4)
+    weights = [torch.randn(32, 128, generator=g) * 0.05 for _ in range(3)]
+    xtx, mean_abs = x.T @ x, x.abs().mean(0)
+    s, alpha, losses = awq_search(weights, xtx, mean_abs, bits=4)
+    rtn_loss = sum(float(((x @ (w.double() - rtn_quantize(w, 4, 128, symmetric=False).double()).T) ** 2).sum()) for w in weights)
+    assert losses[0] == pytest.approx(rtn_loss, rel=1e-6)  # α = 0 is plain RTN
+    assert min(losses) <= rtn_loss and losses[int(round(alpha * 20))] == min(losses)
+    assert alpha > 0 and min(losses) < 0.9 * rtn_loss  # with outlier channels, scaling helps
