@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from unlearn_audit.benchmark import tiny
-from unlearn_audit.models.loading import write_checkpoint
 from unlearn_audit.cli import main
+from unlearn_audit.models.loading import write_checkpoint
 
 
 @pytest.fixture(scope="module")

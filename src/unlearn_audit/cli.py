@@ -142,11 +142,9 @@ def demo(
     saliency_percentile: float = typer.Option(90.0, help="SURE threshold γ for --remediate."),
 ) -> None:
     """Build the built-in benchmark (cached), unlearn it, and audit the result. Exits 0 once it ran."""
-    from .benchmark.scenario import run_demo
+    from .benchmark.scenario import Recipe, run_demo
     from .report.console import render_comparison
     from .report.write import write_json_atomic
-
-    from .benchmark.scenario import Recipe
 
     _check_format(fmt)
     _check_out(out)

@@ -7,9 +7,10 @@ was not installed falls back to the top-level folders.
 
 from __future__ import annotations
 
-import tomllib
 from functools import cache
 from pathlib import Path
+
+import tomllib
 
 _PACKAGE = Path(__file__).resolve().parent
 

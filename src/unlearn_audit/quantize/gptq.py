@@ -26,7 +26,7 @@ import copy
 import torch
 
 from .base import Scheme, SchemeUnavailable, out_in_weight, quantizable_modules
-from .calibration import blocks, block_stats
+from .calibration import block_stats, blocks
 from .rtn import rtn_codes
 
 LAZY_BLOCK = 128

@@ -6,8 +6,8 @@ import difflib
 from typing import Callable
 
 from ..errors import InputError
-from .base import Scheme
 from .awq import AWQScheme
+from .base import Scheme
 from .bnb import BitsAndBytes
 from .codebook import CodebookScheme
 from .fp32 import FullPrecision
