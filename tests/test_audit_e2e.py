@@ -68,6 +68,10 @@ def test_original_and_reference_give_retention_grid_overlap_and_privleak(bench, 
     assert result(report, "rtn-int4", "verbmem", "retention")["value"] == pytest.approx(1.0)
     assert result(report, "rtn-int4", "weights", "grid_code_overlap")["value"] == 1.0
     assert result(report, "rtn-int4", "weights", "grid_scale_changed")["value"] == 0.0
+    fx = report["forensics"]["rtn-int4"]  # the per-module block of the weight forensics
+    assert fx["code_overlap"] == 1.0 and len(fx["modules"]) == 7 * 2  # q k v o gate up down, 2 layers
+    assert all(m["code_overlap"] == 1.0 and m["relative_change"] == 0.0 for m in fx["modules"])
+    assert result(report, "rtn-int4", "knowmem", "retain_utility")["value"] == pytest.approx(1.0)
     assert result(report, "rtn-int4", "mink", "original_auc")["value"] == result(report, "rtn-int4", "mink", "auc")["value"]
     ref = report["config"]["privleak_reference"]
     assert ref["source"].startswith("reference model") and 0.25 < ref["auc"] < 0.75

@@ -7,7 +7,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from unlearn_audit.quantize.base import quantizable_modules
-from unlearn_audit.quantize.grid import grid_overlap
+from unlearn_audit.quantize.forensics import compare, model_pairs
 from unlearn_audit.quantize.rtn import RTNScheme, rtn_codes, rtn_quantize
 
 
@@ -69,8 +69,8 @@ def test_grid_overlap_counts_codes_not_floats():
     with torch.no_grad():
         for _, m in quantizable_modules(moved):
             m.weight.mul_(1.0001)  # every absmax (scale) shifts, no code does
-    overlap = grid_overlap(RTNScheme(4, 32), model, moved)
-    assert overlap.code_overlap == pytest.approx(1.0, abs=1e-3)
-    assert overlap.scale_changed > 0.99
-    same = grid_overlap(RTNScheme(4, 32), model, model)
-    assert same.code_overlap == 1.0 and same.scale_changed == 0.0
+    overlap = compare(model_pairs(model, moved), [RTNScheme(4, 32)])["rtn-int4-g32"]
+    assert overlap["code_overlap"] == pytest.approx(1.0, abs=1e-3)
+    assert overlap["scale_changed"] > 0.99
+    same = compare(model_pairs(model, model), [RTNScheme(4, 32)])["rtn-int4-g32"]
+    assert same["code_overlap"] == 1.0 and same["scale_changed"] == 0.0 and same["median_dw_over_step"] < 0.001

@@ -26,9 +26,9 @@ from .models.loading import Checkpoint, load_checkpoint
 from .policy import Policy, Result, judge
 from .probes import knowmem, mink, verbmem
 from .probes.base import ProbeOutput, definitions
+from .quantize import forensics
 from .quantize.base import SchemeUnavailable
 from .quantize.calibration import MAX_TOKENS
-from .quantize.grid import grid_overlap
 from .quantize.registry import DEFAULT_SCHEMES, get_scheme
 from .report.build import build_report
 from .resources import data_dir
@@ -230,7 +230,7 @@ def run_audit(
         ref_info = {"source": f"reference model {reference.path} (fp32)", "auc": mink.auc(np.array(pick(f)), np.array(pick(h)))}
         timings["reference_s"] = time.perf_counter() - t
 
-    variants, results, samples, evidence, fp32_outs = [], [], [], {}, None
+    variants, results, samples, evidence, fp32_outs, weights = [], [], [], {}, None, {}
     for scheme in schemes:
         t = time.perf_counter()
         on_step(f"{scheme.name}: building")
@@ -243,7 +243,6 @@ def run_audit(
         outs = _probe_all(HFModel(scheme.name, built, tok, cfg.batch_size), tok, work, full=True)
         del built
         orig_outs: list[ProbeOutput] = []
-        overlap = None
         if original is not None:
             on_step(f"{scheme.name}: probing the original")
             try:
@@ -252,18 +251,18 @@ def run_audit(
                 del built_orig
             except SchemeUnavailable:
                 pass
-            overlap = grid_overlap(scheme, ckpt.model, original.model) if scheme.bits and scheme.bits < 32 else None
+            if scheme.bits and scheme.bits < 32:
+                weights[scheme.name] = forensics.compare(forensics.model_pairs(original.model, ckpt.model), [scheme])[scheme.name]
         gc.collect()
         idx = _index(outs)
         if scheme.name == "fp32":
             fp32_outs = idx
         results += _score(scheme.name, idx, _index(orig_outs), fp32_outs, ref_scores, cfg)
-        if overlap is not None:
-            for metric, value, n in (
-                ("grid_code_overlap", overlap.code_overlap, overlap.n_weights),
-                ("grid_scale_changed", overlap.scale_changed, overlap.n_groups),
-            ):
-                results.append(Result(scheme.name, "weights", metric, value, None, None, n))
+        fx = weights.get(scheme.name, {})
+        if fx.get("status") == "measured":
+            for metric, key, n in (("grid_code_overlap", "code_overlap", "n_weights"), ("grid_scale_changed", "scale_changed", "n_groups"),
+                                   ("median_dw_over_step", "median_dw_over_step", "n_weights")):
+                results.append(Result(scheme.name, "weights", metric, fx[key], None, None, fx[n]))
         for o in outs:
             samples.append({"variant": scheme.name, "model": "audited", "probe": o.probe, "split": o.split, "metric": o.metric, "values": list(o.values)})
         for o in orig_outs:
@@ -277,4 +276,5 @@ def run_audit(
         ckpt=ckpt, original=original, reference=reference, data=data, cfg=cfg, schemes=schemes,
         work=work, ref_info=ref_info, variants=variants, results=results, checks=checks,
         verdict=verdict, reason=reason, samples=samples, evidence=evidence, timings=timings, started=started,
+        forensics=weights,
     )

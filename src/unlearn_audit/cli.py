@@ -336,6 +336,32 @@ def remediate(
     raise typer.Exit(_emit(report, fmt, out))
 
 
+@app.command("diff")
+def diff_command(
+    original_dir: Path = typer.Argument(..., metavar="ORIGINAL_DIR", help="The model before unlearning."),
+    other_dir: Path = typer.Argument(..., metavar="UNLEARNED_DIR", help="The claimed-unlearned model."),
+    schemes: str = typer.Option("rtn-int8,rtn-int4,nf4,gguf-q4_0", help="Schemes whose grids to compare."),
+    out: Optional[Path] = typer.Option(None, help="Write the full per-module result to this JSON file."),
+    fmt: str = typer.Option("table", "--format", help="stdout format: table or json."),
+) -> None:
+    """Weight forensics without data: how many grid cells unlearning left unchanged, per scheme."""
+    from .quantize.forensics import diff
+    from .quantize.registry import parse_schemes
+    from .report.console import render_diff
+    from .report.write import to_json_text, write_json_atomic
+
+    _check_format(fmt)
+    if out is not None and out.is_dir():
+        raise InputError(f"{out}: --out must be a file path for diff")
+    result = diff(original_dir, other_dir, parse_schemes(schemes))
+    if out is not None:
+        write_json_atomic(out, result)
+    if fmt == "json":
+        sys.stdout.write(to_json_text(result))
+    else:
+        render_diff(result, _stdout_console())
+
+
 @app.command("schemes")
 def list_schemes() -> None:
     """List the quantization schemes with a one-line description each."""

@@ -37,7 +37,7 @@ def _model(ckpt) -> dict | None:
 
 
 def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_info, variants, results,
-                 checks, verdict, reason, samples, evidence, timings, started) -> dict:
+                 checks, verdict, reason, samples, evidence, timings, started, forensics=None) -> dict:
     forget_items = work.verbmem["forget"]
     shown = min(3, len(forget_items))
     tok = ckpt.tokenizer
@@ -73,6 +73,8 @@ def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_inf
             "privleak_reference": ref_info,
             "notes": work.notes,
         },
+        # Weight-space forensics against --original, per scheme (Section 5): codes, scales, |ΔW|/Δ per module.
+        "forensics": forensics or {},
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "run": {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),

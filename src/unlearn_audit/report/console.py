@@ -73,3 +73,19 @@ def render_comparison(before: dict, after: dict, console: Console, labels=("befo
 
 def _short(r: dict | None) -> str:
     return "-" if r is None or r["value"] is None else f"{r['value']:.3f}"
+
+
+def render_diff(result: dict, console: Console) -> None:
+    """The ``diff`` command's table: one row per scheme."""
+    table = Table(title=f"grid cells shared by {result['original']} and {result['other']}")
+    for col in ("scheme", "int codes = original", "groups with changed scale", "median |ΔW|/Δ", "most changed modules"):
+        table.add_column(col, justify="left" if col in ("scheme", "most changed modules") else "right")
+    for name, r in result["schemes"].items():
+        if r["status"] != "measured":
+            table.add_row(name, "-", "-", "-", f"skipped: {r['reason']}")
+            continue
+        med = r["median_dw_over_step"]
+        table.add_row(name, f"{r['code_overlap']:.2%}", f"{r['scale_changed']:.2%}", "-" if med is None else f"{med:.3f}",
+                      ", ".join(r["most_changed"][:3]))
+    console.print(table)
+    console.print(f"read {result['bytes_read'] / 1e6:.1f} MB in {result['seconds']:.2f} s ({result['gb_per_s']} GB/s)")
