@@ -141,3 +141,20 @@ def test_schemes_lists_every_registered_scheme(capsys):
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in out] == list(SCHEMES)
     assert all(len(line.split(maxsplit=1)) == 2 for line in out)
+
+
+def test_library_backend_runs_the_twins_and_records_what_it_cannot_run(untrained, sets, capsys, tmp_path):
+    root, good = sets
+    code, err = run(["audit", untrained, "--forget", good, "--holdout", good, "--schemes", "fp32,bogus"], capsys)
+    one_line_error(code, err, "unknown scheme 'bogus'")
+    code, err = run(["audit", untrained, "--forget", good, "--holdout", good, "--backend", "lib"], capsys)
+    one_line_error(code, err, "--backend must be 'reference' or 'library'")
+    out = tmp_path / "lib"
+    code, _ = run(["audit", untrained, "--forget", good, "--holdout", good, "--schemes", "fp32,nf4,rtn-int4-asym,gptq-int4",
+                   "--backend", "library", "--out", out, "--format", "json"], capsys)
+    report = json.loads((out / "report.json").read_text())
+    assert code in (0, 1) and report["config"]["backend"] == "library"
+    status = {v["name"]: v["status"] for v in report["variants"]}
+    assert status == {"fp32": "built", "bnb-nf4": "built", "torchao-int4-asym": "built", "gptq-int4@library": "skipped"}
+    reason = next(v["reason"] for v in report["variants"] if v["status"] == "skipped")
+    assert "GPTQ" in reason and "CPU" in reason

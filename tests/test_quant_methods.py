@@ -92,3 +92,23 @@ def test_awq_search_never_loses_to_rtn_on_its_objective():
     assert losses[0] == pytest.approx(rtn_loss, rel=1e-6)  # α = 0 is plain RTN
     assert min(losses) <= rtn_loss and losses[int(round(alpha * 20))] == min(losses)
     assert alpha > 0 and min(losses) < 0.9 * rtn_loss  # with outlier channels, scaling helps
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_asymmetric_rtn_is_bit_identical_to_torchao(bits):
+    pytest.importorskip("torchao")
+    from unlearn_audit.quantize.ao import _config, torchao_dequantized
+
+    w = torch.randn(64, 320, generator=torch.Generator().manual_seed(bits)) * 0.03  # 320 = 2 x 128 + 64
+    assert torch.equal(torchao_dequantized(w, _config(bits, symmetric=False)), rtn_quantize(w, bits, 128, symmetric=False))
+
+
+def test_library_backend_swaps_in_twins_and_skips_with_a_reason():
+    from unlearn_audit.quantize.base import SchemeUnavailable
+    from unlearn_audit.quantize.registry import parse_schemes
+
+    got = parse_schemes("fp32,nf4,rtn-int4-asym,rtn-int4,gptq-int4,gguf-q4_0", backend="library")
+    assert [s.name for s in got] == ["fp32", "bnb-nf4", "torchao-int4-asym", "rtn-int4", "gptq-int4@library", "gguf-q4_0"]
+    with pytest.raises(SchemeUnavailable, match="GPTQ"):
+        got[4].build(None)
+    assert [s.name for s in parse_schemes("nf4,gptq-int4")] == ["nf4", "gptq-int4"]

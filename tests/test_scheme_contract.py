@@ -37,7 +37,7 @@ def calibration(ckpt):
 
 def _group_columns(scheme, in_features: int) -> int | None:
     p = scheme.params()
-    if p.get("method") in ("rtn", "gptq"):
+    if p.get("method") in ("rtn", "gptq", "torchao"):
         return in_features if p["group_size"] == "per-channel" else p["group_size"]
     if p.get("method") in ("gguf",):
         return p["block_size"]

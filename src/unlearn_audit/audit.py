@@ -29,7 +29,7 @@ from .probes.base import ProbeOutput, definitions
 from .quantize import forensics
 from .quantize.base import SchemeUnavailable
 from .quantize.calibration import MAX_TOKENS
-from .quantize.registry import DEFAULT_SCHEMES, get_scheme
+from .quantize.registry import DEFAULT_SCHEMES, for_backend, get_scheme
 from .report.build import build_report
 from .resources import data_dir
 
@@ -54,6 +54,7 @@ class AuditConfig:
     batch_size: int = 8
     muse_strict: bool = False
     policy: Policy = field(default_factory=Policy)
+    backend: str = "reference"  # or "library": run each preset through its library twin where one runs
 
 
 @dataclass
@@ -67,6 +68,10 @@ class _Workload:
     notes: list[str]
     calibration: list[list[int]] = field(default_factory=list)
     calibration_source: dict | None = None
+
+
+def resolve_schemes(cfg: AuditConfig) -> list:
+    return [for_backend(get_scheme(n), cfg.backend) for n in cfg.schemes]
 
 
 def _same_tokenizer(a: Checkpoint, b: Checkpoint) -> None:
@@ -106,7 +111,7 @@ def _workload(ckpt: Checkpoint, data: AuditData, cfg: AuditConfig) -> _Workload:
         if cut:
             notes.append(f"mink: {cut} {split} text(s) longer than the context ({max_len}) were truncated")
     work = _Workload(vm, km, mk, icl_source, notes)
-    if any(get_scheme(n).calibrated for n in cfg.schemes):
+    if any(s.calibrated for s in resolve_schemes(cfg)):
         work.calibration, work.calibration_source = calibration_tokens(tok, data.calibration or data.retain,
                                                                        "--calibration" if data.calibration else "retain set")
     return work
@@ -204,7 +209,7 @@ def run_audit(
 ) -> dict:
     started, timings = time.time(), {}
     torch.manual_seed(cfg.seed)
-    schemes = [get_scheme(n) for n in cfg.schemes]
+    schemes = resolve_schemes(cfg)
     t = time.perf_counter()
     on_step("loading models")
     ckpt = load_checkpoint(model_dir, "audited")

@@ -101,6 +101,7 @@ def audit(
     seed: int = typer.Option(0, help="Seed for the bootstrap and any randomness."),
     fmt: str = typer.Option("table", "--format", help="stdout format: table or json."),
     batch_size: int = typer.Option(8, min=1, help="Sequences per forward/generate batch."),
+    backend: str = typer.Option("reference", help="reference (the tool's exact algorithms) or library (bitsandbytes/torchao twins)."),
     muse_strict: bool = typer.Option(False, help="Literal MUSE prompts: trailing-space KnowMem query, 128-token VerbMem."),
 ) -> None:
     """Audit a checkpoint: quantize it under each scheme, probe every variant, and give a verdict."""
@@ -111,6 +112,7 @@ def audit(
     _check_format(fmt)
     _check_out(out)
     names = tuple(s.name for s in parse_schemes(schemes))
+    parse_schemes(schemes, backend)  # checks --backend
     data = AuditData(
         forget=load_texts(forget),
         holdout=load_texts(holdout),
@@ -121,7 +123,7 @@ def audit(
         icl=load_qa(icl) if icl else None,
         calibration=load_texts(calibration) if calibration else None,
     )
-    cfg = AuditConfig(schemes=names, seed=seed, batch_size=batch_size, muse_strict=muse_strict)
+    cfg = AuditConfig(schemes=names, seed=seed, batch_size=batch_size, muse_strict=muse_strict, backend=backend)
     with _Steps() as steps:
         report = run_audit(
             str(model_dir), data, cfg,

@@ -6,8 +6,9 @@ import difflib
 from typing import Callable
 
 from ..errors import InputError
+from .ao import TorchAOScheme
 from .awq import AWQScheme
-from .base import Scheme
+from .base import Scheme, SchemeUnavailable
 from .bnb import BitsAndBytes
 from .codebook import CodebookScheme
 from .fp32 import FullPrecision
@@ -34,11 +35,28 @@ SCHEMES: dict[str, Callable[[], Scheme]] = {
     "gptq-int4": lambda: GPTQScheme(4, 128),
     "gptq-int8": lambda: GPTQScheme(8, 128),
     "awq-int4": lambda: AWQScheme(4, 128),
+    # torchao, the library cross-check for the asymmetric RTN presets.
+    **{f"torchao-int{b}-asym": (lambda b=b: TorchAOScheme(b, symmetric=False)) for b in (8, 4, 3, 2)},
+    "torchao-int8": lambda: TorchAOScheme(8, symmetric=True),
     # llama.cpp's block formats through gguf.quants.
     **{f"gguf-{k}": (lambda k=k: GGMLScheme(k)) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")},
 }
 
 DEFAULT_SCHEMES = ("fp32", "rtn-int8", "rtn-int4", "bnb-fp4")
+
+
+# ``--backend library``: the preset that runs the same algorithm through a maintained library.
+LIBRARY_TWINS = {
+    "nf4": "bnb-nf4", "fp4": "bnb-fp4",
+    **{f"rtn-int{b}-asym": f"torchao-int{b}-asym" for b in (8, 4, 3, 2)},
+}
+# Reference presets with no library that runs on this kind of machine, and why.
+NO_LIBRARY = {
+    "gptq": "no GPTQ library runs on CPU here: auto-gptq needs CUDA, gptqmodel needs torch>=2.14.1, "
+            "llmcompressor pins transformers 5.17",
+    "awq": "no AWQ library runs on CPU here: autoawq needs IPEX and transformers<=4.51, llmcompressor's AWQ "
+           "needs an accelerator",
+}
 
 
 def get_scheme(name: str) -> Scheme:
@@ -49,10 +67,35 @@ def get_scheme(name: str) -> Scheme:
     return SCHEMES[name]()
 
 
-def parse_schemes(spec: str) -> list[Scheme]:
+class NoLibrary(Scheme):
+    """A reference preset asked for with ``--backend library`` where no library runs: a typed skip."""
+
+    def __init__(self, reference: Scheme, reason: str) -> None:
+        self.name, self.bits, self.reason = f"{reference.name}@library", reference.bits, reason
+        self.description = f"{reference.name} through a library: {reason}"
+
+    def build(self, checkpoint, calibration=None):
+        raise SchemeUnavailable(self.reason)
+
+
+def for_backend(scheme: Scheme, backend: str) -> Scheme:
+    """The scheme to run for ``--backend reference|library``; names already bound to a library stay."""
+    if backend == "reference" or scheme.name in LIBRARY_TWINS.values():
+        return scheme
+    if scheme.name in LIBRARY_TWINS:
+        return get_scheme(LIBRARY_TWINS[scheme.name])
+    method = scheme.params().get("method")
+    if method in NO_LIBRARY:
+        return NoLibrary(scheme, NO_LIBRARY[method])
+    return scheme  # fp32, and formats whose only implementation is already a library (gguf, bnb, torchao)
+
+
+def parse_schemes(spec: str, backend: str = "reference") -> list[Scheme]:
+    if backend not in ("reference", "library"):
+        raise InputError(f"--backend must be 'reference' or 'library', got {backend!r}")
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
         raise InputError("--schemes is empty")
     if len(set(names)) != len(names):
         raise InputError(f"--schemes lists a scheme twice: {spec}")
-    return [get_scheme(n) for n in names]
+    return [for_backend(get_scheme(n), backend) for n in names]
