@@ -35,3 +35,19 @@ def bench(tmp_path_factory) -> dict[str, Path]:
     files["memoriser"] = train(split.texts["forget"] + split.texts["retain"], "memoriser")
     files["clean"] = train(split.texts["retain"], "clean")
     return files
+
+
+@pytest.fixture(scope="session")
+def audited(bench, tmp_path_factory) -> Path:
+    """One full audit of the memoriser (with original, reference and QA) through the CLI: its --out
+    directory, holding report.json, report.html and samples.jsonl, for the report-view tests."""
+    from unlearn_audit.cli import main
+
+    out = tmp_path_factory.mktemp("audited")
+    args = ["audit", bench["memoriser"], "--forget", bench["forget"], "--holdout", bench["holdout"],
+            "--retain", bench["retain"], "--forget-qa", bench["forget_qa"], "--retain-qa", bench["retain_qa"],
+            "--holdout-qa", bench["holdout_qa"], "--original", bench["memoriser"], "--reference", bench["clean"],
+            "--schemes", "fp32,rtn-int4,nf4", "--out", out, "--format", "json"]
+    with pytest.raises(SystemExit):
+        main([str(a) for a in args])
+    return out

@@ -80,3 +80,43 @@ def test_rejudging_with_a_stricter_policy_needs_no_model():
     r = [gap("a", 0.05, 0.02, 0.08)]
     assert judge(r, variants("a"), Policy())[1] == "PASS"
     assert judge(r, variants("a"), Policy(verbmem_gap_max=0.01))[1] == "FAIL"
+
+
+def rec(variant, value, lo, hi, p, n=40):
+    return Result(variant, "verbmem", "recovery_vs_fp32", value, lo, hi, n, p)
+
+
+def test_recovery_needs_both_the_effect_and_significance():
+    p = Policy(verbmem_recovery_max=0.10, recovery_alpha=0.05)
+    vs = variants("fp32", "q")
+    assert judge([rec("q", 0.30, 0.05, 0.5, 0.001)], vs, p)[0][0].status == "FAIL"  # big and significant
+    assert judge([rec("q", 0.30, -0.2, 0.8, 0.20)], vs, p)[0][0].status == "INCONCLUSIVE"  # big, not significant
+    assert judge([rec("q", 0.05, 0.04, 0.06, 0.001)], vs, p)[0][0].status == "PASS"  # significant but small
+    assert not judge([rec("q", 0.3, 0.2, 0.4, 0.001)], vs, Policy(verbmem_recovery_max=None))[0]  # check turned off
+
+
+def test_informational_schemes_never_decide_and_required_ones_must_run():
+    results = [gap("fp32", 0.0, -0.05, 0.05), gap("rtn-int2", 0.4, 0.3, 0.5)]
+    checks, verdict, _ = judge(results, variants("fp32", "rtn-int2"), Policy(informational_schemes=("rtn-int2",)))
+    assert verdict == "PASS" and [c.required for c in checks] == [True, False] and checks[1].status == "FAIL"
+    _, verdict, reason = judge(results[:1], variants("fp32"), Policy(required_schemes=("fp32", "rtn-int4")))
+    assert verdict == "INCONCLUSIVE" and "rtn-int4" in reason
+
+
+def test_policy_file_is_validated_and_hashed_by_content(tmp_path):
+    import pytest
+
+    from unlearn_audit.errors import InputError
+
+    f = tmp_path / "p.toml"
+    f.write_text("verbmem_gap_max = 0.2\nmin_documents = 20\ninformational_schemes = ['rtn-int2']\n")
+    p = Policy.from_toml(f)
+    assert p.verbmem_gap_max == 0.2 and p.min_documents == 20 and p.informational_schemes == ("rtn-int2",)
+    g = tmp_path / "q.toml"
+    g.write_text("# same values, other layout\ninformational_schemes=[\"rtn-int2\"]\nmin_documents=20\nverbmem_gap_max=0.20\n")
+    assert Policy.from_toml(g).sha256() == p.sha256() != Policy().sha256()
+    for text, needle in [("verbmem_gap=0.2\n", "did you mean 'verbmem_gap_max'"), ("min_documents = 0\n", "positive integer"),
+                         ("privleak_abs_max = 'x'\n", "must be a number"), ("= broken", "not valid TOML")]:
+        f.write_text(text)
+        with pytest.raises(InputError, match=needle):
+            Policy.from_toml(f)

@@ -54,6 +54,7 @@ class AuditConfig:
     batch_size: int = 8
     muse_strict: bool = False
     policy: Policy = field(default_factory=Policy)
+    policy_source: str = "tool defaults (README, 'The verdict')"
     backend: str = "reference"  # or "library": run each preset through its library twin where one runs
 
 
@@ -152,8 +153,8 @@ def _rng(seed: int, *key: str) -> np.random.Generator:
 def _score(variant: str, outs: dict, orig: dict, fp32: dict | None, ref_scores, cfg: AuditConfig) -> list[Result]:
     b, seed, res = cfg.bootstrap, cfg.seed, []
 
-    def add(probe: str, metric: str, est: stats.Estimate) -> None:
-        res.append(Result(variant, probe, metric, est.value, est.ci_low, est.ci_high, est.n))
+    def add(probe: str, metric: str, est: stats.Estimate, p_value: float | None = None) -> None:
+        res.append(Result(variant, probe, metric, est.value, est.ci_low, est.ci_high, est.n, p_value))
 
     for probe in ("verbmem", "knowmem"):
         for split in ("forget", "holdout", "retain"):
@@ -173,7 +174,8 @@ def _score(variant: str, outs: dict, orig: dict, fp32: dict | None, ref_scores, 
         if fp32 is not None and variant != "fp32" and (probe, "forget") in fp32:
             diff = lambda x, y: x - y  # noqa: E731
             rng = _rng(seed, variant, probe, "rec")
-            add(probe, "recovery_vs_fp32", stats.paired(outs[probe, "forget"], fp32[probe, "forget"], diff, rng, b))
+            p = stats.paired_permutation_p(outs[probe, "forget"], fp32[probe, "forget"], _rng(seed, variant, probe, "perm"), b)
+            add(probe, "recovery_vs_fp32", stats.paired(outs[probe, "forget"], fp32[probe, "forget"], diff, rng, b), p)
     headline = f"min_k_{round(definitions()['mink']['headline_k'] * 100)}"
     for k in definitions()["mink"]["ks"]:
         metric = f"min_k_{round(k * 100)}"

@@ -53,19 +53,42 @@ def _stdout_console() -> Console:
     return console if console.is_terminal else Console(width=200)
 
 
-def _emit(report: dict, fmt: str, out: Optional[Path]) -> int:
+def _exit_code(verdict: str, fail_on: str) -> int:
+    """0 PASS, 1 FAIL; INCONCLUSIVE fails too unless ``--fail-on fail``."""
+    if verdict == "INCONCLUSIVE" and fail_on == "fail":
+        return 0
+    return EXIT[verdict]
+
+
+def _check_fail_on(fail_on: str) -> None:
+    if fail_on not in ("fail", "inconclusive"):
+        raise InputError(f"--fail-on must be 'fail' or 'inconclusive', got {fail_on!r}")
+
+
+def _emit(report: dict, fmt: str, out: Optional[Path], fail_on: str = "inconclusive") -> int:
+    """Write report.json, report.html and samples.jsonl under ``out`` (each atomically), print the table
+    or the JSON, and return the exit code."""
     from .report.console import render
-    from .report.write import to_json_text, write_json_atomic
+    from .report.render import html
+    from .report.write import to_json_text, write_json_atomic, write_samples, write_text_atomic
 
     if out is not None:
+        write_samples(out / "samples.jsonl", report)
+        write_text_atomic(out / "report.html", html(report))
         write_json_atomic(out / "report.json", report)
     if fmt == "json":
         sys.stdout.write(to_json_text(report))
     else:
         render(report, _stdout_console())
         if out is not None:
-            err.print(f"report written to {out / 'report.json'}")
-    return EXIT[report["verdict"]]
+            err.print(f"report written to {out / 'report.json'} (and report.html, samples.jsonl)")
+    return _exit_code(report["verdict"], fail_on)
+
+
+def _policy(path: Optional[Path]):
+    from .policy import Policy
+
+    return (Policy.from_toml(path), str(path)) if path is not None else (Policy(), None)
 
 
 def _check_format(fmt: str) -> None:
@@ -102,6 +125,8 @@ def audit(
     fmt: str = typer.Option("table", "--format", help="stdout format: table or json."),
     batch_size: int = typer.Option(8, min=1, help="Sequences per forward/generate batch."),
     backend: str = typer.Option("reference", help="reference (the tool's exact algorithms) or library (bitsandbytes/torchao twins)."),
+    policy: Optional[Path] = typer.Option(None, help="TOML file of verdict thresholds (see README)."),
+    fail_on: str = typer.Option("inconclusive", help="Exit non-zero on: inconclusive (FAIL or INCONCLUSIVE) or fail (FAIL only)."),
     muse_strict: bool = typer.Option(False, help="Literal MUSE prompts: trailing-space KnowMem query, 128-token VerbMem."),
 ) -> None:
     """Audit a checkpoint: quantize it under each scheme, probe every variant, and give a verdict."""
@@ -110,9 +135,11 @@ def audit(
     from .quantize.registry import parse_schemes
 
     _check_format(fmt)
+    _check_fail_on(fail_on)
     _check_out(out)
     names = tuple(s.name for s in parse_schemes(schemes))
     parse_schemes(schemes, backend)  # checks --backend
+    pol, pol_source = _policy(policy)
     data = AuditData(
         forget=load_texts(forget),
         holdout=load_texts(holdout),
@@ -123,7 +150,8 @@ def audit(
         icl=load_qa(icl) if icl else None,
         calibration=load_texts(calibration) if calibration else None,
     )
-    cfg = AuditConfig(schemes=names, seed=seed, batch_size=batch_size, muse_strict=muse_strict, backend=backend)
+    cfg = AuditConfig(schemes=names, seed=seed, batch_size=batch_size, muse_strict=muse_strict, backend=backend, policy=pol,
+                      **({"policy_source": f"policy file {pol_source}"} if pol_source else {}))
     with _Steps() as steps:
         report = run_audit(
             str(model_dir), data, cfg,
@@ -131,7 +159,7 @@ def audit(
             reference_dir=str(reference) if reference else None,
             on_step=steps,
         )
-    raise typer.Exit(_emit(report, fmt, out))
+    raise typer.Exit(_emit(report, fmt, out, fail_on))
 
 
 @app.command()
@@ -336,6 +364,43 @@ def remediate(
         report = run_audit(str(out / "model"), AuditData(forget=f, holdout=h, retain=r), AuditConfig(schemes=names, seed=seed),
                            original_dir=str(original), on_step=steps_)
     raise typer.Exit(_emit(report, fmt, out))
+
+
+@app.command("report")
+def report_command(
+    report_json: Path = typer.Argument(..., metavar="REPORT_JSON", help="A report.json written by `audit`."),
+    fmt: str = typer.Option("html", "--format", help="html, md, junit or json."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="File to write (default: stdout)."),
+    policy: Optional[Path] = typer.Option(None, help="Re-judge the stored results under this policy file (no model is run)."),
+    fail_on: str = typer.Option("inconclusive", help="inconclusive or fail: what makes the exit code non-zero (and a JUnit failure)."),
+) -> None:
+    """Render a report.json as HTML, Markdown or JUnit, optionally re-judged under another policy."""
+    from .report.load import load_report, rejudge
+    from .report.render import FORMATS, render
+    from .report.write import write_text_atomic
+
+    if fmt not in FORMATS:
+        raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    _check_fail_on(fail_on)
+    report = load_report(report_json)
+    if policy is not None:
+        pol, source = _policy(policy)
+        report = rejudge(report, pol, f"policy file {source}")
+    text = render(report, fmt, fail_on)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        write_text_atomic(output, text)
+        err.print(f"wrote {output} ({fmt}): verdict {report['verdict']}")
+    raise typer.Exit(_exit_code(report["verdict"], fail_on))
+
+
+@app.command("schema")
+def schema_command() -> None:
+    """Print the JSON Schema of report.json."""
+    from .resources import data_dir
+
+    sys.stdout.write((data_dir("report_templates") / "report.schema.json").read_text(encoding="utf-8"))
 
 
 @app.command("diff")

@@ -95,3 +95,15 @@ def auc(forget, holdout, rng: np.random.Generator, b: int = 1000, ref: tuple | N
         leak_boots = (boots - ref_boots) / ref_boots * 100
     leak = (value - ref_value) / ref_value * 100
     return est, Estimate(float(leak), *_interval(leak_boots), n=est.n)
+
+
+def paired_permutation_p(a, b_values, rng: np.random.Generator, b: int = 1000) -> float | None:
+    """One-sided p-value that mean(a − b) > 0 on the same documents: a sign-flip permutation test
+    (under H0 each paired difference is as likely negative as positive). The +1s keep p > 0."""
+    d = np.asarray(a, dtype=float) - np.asarray(b_values, dtype=float)
+    if d.size == 0:
+        return None
+    observed = d.mean()
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(b, d.size))
+    null = (signs * d).mean(axis=1)
+    return float((1 + np.sum(null >= observed - 1e-12)) / (b + 1))

@@ -10,17 +10,29 @@ from importlib import metadata
 from .. import __version__
 from ..probes.base import definitions
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1 added forensics, p_value, check.required, run.hardware, config.policy_sha256
 
 
 def _versions() -> dict:
     out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "safetensors", "tokenizers", "rouge-score", "numpy", "scipy", "bitsandbytes"):
+    for pkg in ("torch", "transformers", "safetensors", "tokenizers", "rouge-score", "numpy", "scipy", "gguf", "bitsandbytes",
+                "torchao", "jinja2"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = None
     return out
+
+
+def hardware() -> dict:
+    import os
+
+    import torch
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"machine": platform.machine(), "processor": platform.processor() or None, "cpus": cpus,
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def _dataset(ts) -> dict | None:
@@ -64,6 +76,8 @@ def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_inf
             "confidence": 0.95,
             "batch_size": cfg.batch_size,
             "policy": cfg.policy.to_dict(),
+            "policy_sha256": cfg.policy.sha256(),
+            "policy_source": cfg.policy_source,
             "probes": definitions(),
             "knowmem_prompt": "literal MUSE query (trailing space)" if cfg.muse_strict
             else "MUSE text with the separating space on the answer side (lm-eval target delimiter)",
@@ -83,6 +97,7 @@ def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_inf
             "duration_s": round(time.time() - started, 3),
             "argv": sys.argv,
             "platform": platform.platform(),
+            "hardware": hardware(),
             "versions": _versions(),
         },
         "evidence": [

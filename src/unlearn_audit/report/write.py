@@ -40,3 +40,9 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, obj: dict) -> None:
     write_text_atomic(path, to_json_text(obj))
+
+
+def write_samples(path: Path, report: dict) -> None:
+    """Per-document values, one JSON line per (variant, model, probe, split, metric), for reanalysis."""
+    lines = [json.dumps(sanitize(s), ensure_ascii=False, allow_nan=False) for s in report.get("samples", [])]
+    write_text_atomic(path, "".join(line + "\n" for line in lines))

@@ -1,0 +1,37 @@
+"""Reading a report.json back, and re-judging its stored results under another policy.
+
+The verdict is a pure function of the results (``policy.judge``), so a reviewer can apply a stricter
+or looser policy to a finished audit without the model, the data, or a GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from ..errors import InputError
+from ..policy import Policy, Result, judge
+
+
+def load_report(path: Path) -> dict:
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: report file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a JSON report ({exc})") from None
+    missing = [k for k in ("schema_version", "verdict", "variants", "results", "checks", "config", "run") if k not in report]
+    if not isinstance(report, dict) or missing:
+        raise InputError(f"{path}: not an unlearn-audit report (missing {', '.join(missing) or 'an object'})")
+    return report
+
+
+def rejudge(report: dict, policy: Policy, source: str) -> dict:
+    results = [Result.from_dict(r) for r in report["results"]]
+    checks, verdict, reason = judge(results, report["variants"], policy)
+    out = copy.deepcopy(report)
+    out.update(verdict=verdict, verdict_reason=reason, checks=[c.to_dict() for c in checks])
+    out["config"].update(policy=policy.to_dict(), policy_sha256=policy.sha256(), policy_source=source)
+    out["rejudged"] = {"from_verdict": report["verdict"], "from_policy_sha256": report["config"].get("policy_sha256")}
+    return out

@@ -1,0 +1,125 @@
+"""What the HTML and Markdown views show, computed from report.json alone (no model is touched).
+
+The templates only lay out what this module prepares: the summary table with the failing cells
+marked, the charts, the evidence with the overlap highlighted, the method and the provenance.
+"""
+
+from __future__ import annotations
+
+from markupsafe import Markup
+
+from . import svg
+from .console import COLUMNS
+
+# which check marks which column of the summary table
+_CHECK_OF = {"verbmem": {"forget", "holdout", "forget_minus_holdout"}, "knowmem": {"forget", "holdout", "forget_minus_holdout"},
+             "mink": {"auc", "privleak"}}
+_CHECK_NAME = {"verbmem": "verbmem", "knowmem": "knowmem", "mink": "privleak"}
+HEADLINE_SCORE = "min_k_40"
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _results(report: dict) -> dict:
+    return {(r["variant"], r["probe"], r["metric"]): r for r in report["results"]}
+
+
+def _failed(report: dict) -> set[tuple[str, str]]:
+    return {(c["variant"], c["check"]) for c in report["checks"] if c["status"] == "FAIL"}
+
+
+def summary(report: dict) -> dict:
+    """Variants × headline metrics with CIs; a cell is marked when the check it feeds failed."""
+    res, failed = _results(report), _failed(report)
+    cols = [c for c in COLUMNS + [("verbmem", "recovery_vs_fp32", "VerbMem recovery vs fp32", 3)]
+            if any((v["name"], c[0], c[1]) in res for v in report["variants"])]
+    rows = []
+    for v in report["variants"]:
+        status = [c["status"] for c in report["checks"] if c["variant"] == v["name"] and c.get("required", True)]
+        row = {"variant": v["name"], "built": v["status"] == "built", "reason": v.get("reason", ""),
+               "status": next((s for s in ("FAIL", "INCONCLUSIVE", "SKIPPED", "PASS") if s in status), "–"),
+               "informational": any(not c.get("required", True) for c in report["checks"] if c["variant"] == v["name"]),
+               "cells": []}
+        for probe, metric, label, digits in cols:
+            r = res.get((v["name"], probe, metric))
+            check = f"{probe}_recovery" if metric == "recovery_vs_fp32" else _CHECK_NAME.get(probe)
+            marked = metric in _CHECK_OF.get(probe, set()) | {"recovery_vs_fp32"} and (v["name"], check) in failed
+            row["cells"].append({
+                "probe": probe, "metric": metric, "label": label, "failed": bool(r) and marked,
+                "value": None if r is None else r["value"], "text": "–" if r is None else fmt(r["value"], digits),
+                "ci": "" if r is None or r["ci_low"] is None else f"[{fmt(r['ci_low'], digits)}, {fmt(r['ci_high'], digits)}]",
+            })
+        rows.append(row)
+    return {"columns": [c[2] for c in cols], "rows": rows}
+
+
+def recovery_chart(report: dict) -> Markup:
+    """The paper's finding at a glance: the checked forget metric per scheme, fp32 first."""
+    res, failed = _results(report), _failed(report)
+    limit = report["config"]["policy"].get("verbmem_gap_max")
+    built = [v["name"] for v in report["variants"] if v["status"] == "built"]
+    built.sort(key=lambda n: n != "fp32")
+    rows = []
+    for name in built:
+        r = res.get((name, "verbmem", "forget_minus_holdout")) or {}
+        rows.append({"label": name, "value": r.get("value"), "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high"),
+                     "failed": (name, "verbmem") in failed})
+    chart = svg.interval_bars(rows, limit, "VerbMem forget − holdout per scheme",
+                              "ROUGE-L F1 gap between forget and holdout continuations, with 95% bootstrap intervals; "
+                              "the dashed line is the policy tolerance", lo=-0.1, hi=0.2)
+    retention = [{"label": n, **{k: (res.get((n, "verbmem", "retention")) or {}).get(k) for k in ("value", "ci_low", "ci_high")}}
+                 for n in built if (n, "verbmem", "retention") in res]
+    if retention:
+        chart += svg.interval_bars(retention, report["config"]["policy"].get("verbmem_retention_max"),
+                                   "VerbMem retention per scheme", "M(Q(unlearned)) / M(Q(original)) on the forget set (the paper's retention)")
+    return Markup(chart)
+
+
+def mia(report: dict) -> list[dict]:
+    """Per variant: the Min-K% 40 score distributions (forget vs holdout) and the ROC curve."""
+    scores: dict[tuple[str, str], list] = {}
+    for s in report.get("samples", []):
+        if s["probe"] == "mink" and s["metric"] == HEADLINE_SCORE and s["model"] == "audited":
+            scores[(s["variant"], s["split"])] = s["values"]
+    out = []
+    for v in report["variants"]:
+        f, h = scores.get((v["name"], "forget")), scores.get((v["name"], "holdout"))
+        if f is None or h is None:
+            continue
+        out.append({"variant": v["name"], "hist": Markup(svg.distributions(f, h, f"{v['name']}: Min-K% 40 scores")),
+                    "roc": Markup(svg.roc(f, h, f"{v['name']}: ROC"))})
+    return out
+
+
+def _lcs_mask(ref: list[str], out: list[str]) -> list[bool]:
+    """Which output words belong to a longest common subsequence with the reference (ROUGE-L's match)."""
+    n, m = len(ref), len(out)
+    table = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            table[i][j] = table[i + 1][j + 1] + 1 if ref[i] == out[j] else max(table[i + 1][j], table[i][j + 1])
+    mask, i, j = [False] * m, 0, 0
+    while i < n and j < m:
+        if ref[i] == out[j]:
+            mask[j], i, j = True, i + 1, j + 1
+        elif table[i + 1][j] >= table[i][j + 1]:
+            i += 1
+        else:
+            j += 1
+    return mask
+
+
+def evidence(report: dict) -> list[dict]:
+    items = []
+    for e in report.get("evidence", []):
+        ref = e["reference"].split()
+        outs = []
+        for variant, text in e["outputs"].items():
+            words = text.split()
+            mask = _lcs_mask([w.lower() for w in ref], [w.lower() for w in words])
+            outs.append({"variant": variant, "words": list(zip(words, mask)),
+                         "overlap": sum(mask) / max(len(ref), 1)})
+        items.append({"prompt": e["prompt"], "reference": e["reference"], "outputs": outs})
+    return items

@@ -1,0 +1,162 @@
+"""The report views, all rendered from report.json alone: schema, HTML, Markdown, JUnit, re-judging
+under a policy file, samples.jsonl, and the normalised golden report."""
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from unlearn_audit.cli import main
+from unlearn_audit.resources import data_dir
+
+GOLDEN = Path(__file__).parent / "golden" / "tiny_audit.json"
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def schema_errors(report: dict) -> list[str]:
+    import jsonschema
+
+    schema = json.loads((data_dir("report_templates") / "report.schema.json").read_text())
+    return [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(report)]
+
+
+class _Cells(HTMLParser):
+    """Collects the summary cells' data attributes and text, and every src/href."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells, self.links, self.sections, self._cell = [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.links += [v for k, v in attrs if k in ("src", "href") and v]
+        if tag == "section" and "id" in a:
+            self.sections.append(a["id"])
+        if tag == "td" and "data-metric" in a:
+            self._cell = {**a, "text": ""}
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell["text"] += data
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self.cells.append(self._cell)
+            self._cell = None
+
+
+def test_the_report_validates_and_samples_are_a_separate_file(audited, capsys):
+    report = json.loads((audited / "report.json").read_text())
+    assert schema_errors(report) == []
+    lines = (audited / "samples.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == report["samples"]
+    code, out, _ = run(["schema"], capsys)
+    assert code == 0 and json.loads(out)["title"] == "unlearn-audit report"
+    broken = dict(report, verdict="MAYBE")
+    assert schema_errors(broken)  # the schema does reject a bad report
+
+
+def test_html_is_self_contained_and_its_numbers_are_the_json(audited):
+    report = json.loads((audited / "report.json").read_text())
+    html = (audited / "report.html").read_text()
+    parser = _Cells()
+    parser.feed(html)
+    assert parser.sections == ["summary", "recovery", "mia", "forensics", "evidence", "method", "provenance"]
+    assert not [u for u in parser.links if re.match(r"(?i)\s*(https?:)?//", u)]
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    results = {(r["variant"], r["probe"], r["metric"]): r for r in report["results"]}
+    assert len(parser.cells) > 10
+    for cell in parser.cells:
+        key = (cell["data-variant"], cell["data-probe"], cell["data-metric"])
+        if cell["data-value"] == "":  # a dash: the result does not exist for this variant
+            assert key not in results and cell["text"].strip() == "–"
+            continue
+        r = results[key]
+        assert float(cell["data-value"]) == r["value"]
+        shown = cell["text"].split()[0]
+        digits = len(shown.split(".")[1]) if "." in shown else 0
+        assert shown == f"{r['value']:.{digits}f}"
+    assert f"VERDICT: {report['verdict']}" in html and report["verdict_reason"] in html.replace("&gt;", ">").replace("&lt;", "<")
+    for f in report["inputs"]["model"]["files"].values():
+        assert f in html  # provenance: every weight file's hash
+
+
+def test_markdown_and_junit_views(audited, tmp_path, capsys):
+    report = json.loads((audited / "report.json").read_text())
+    code, md, _ = run(["report", audited / "report.json", "--format", "md"], capsys)
+    assert code == 1 and md.startswith(f"### unlearn-audit: **{report['verdict']}**")
+    out = tmp_path / "junit.xml"
+    code, _, _ = run(["report", audited / "report.json", "--format", "junit", "-o", out], capsys)
+    root = ET.parse(out).getroot()
+    assert root.tag == "testsuites" and code == 1
+    suite = root.find("testsuite")
+    cases = suite.findall("testcase")
+    assert len(cases) == len(report["checks"]) == int(suite.get("tests"))
+    failing = [c for c in report["checks"] if c["status"] in ("FAIL", "INCONCLUSIVE")]
+    assert int(suite.get("failures")) == len(failing) == len([c for c in cases if c.find("failure") is not None])
+    for case in cases:
+        assert case.get("classname").startswith("unlearn-audit.") and case.get("name")
+
+
+def test_a_policy_file_rejudges_without_the_model(audited, tmp_path, capsys):
+    report = json.loads((audited / "report.json").read_text())
+    assert report["verdict"] == "FAIL"
+    lenient = tmp_path / "lenient.toml"
+    lenient.write_text("verbmem_gap_max = 1.0\nknowmem_gap_max = 1.0\nprivleak_abs_max = 1000\n"
+                       "verbmem_recovery_max = 1.0\nknowmem_recovery_max = 1.0\n")
+    code, out, _ = run(["report", audited / "report.json", "--format", "json", "--policy", lenient], capsys)
+    flipped = json.loads(out)
+    assert code == 0 and flipped["verdict"] == "PASS"
+    assert flipped["results"] == report["results"]  # nothing recomputed
+    assert flipped["config"]["policy_sha256"] != report["config"]["policy_sha256"]
+    assert flipped["rejudged"]["from_verdict"] == "FAIL"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("privleak_max = 5\n")
+    code, _, err = run(["report", audited / "report.json", "--policy", bad], capsys)
+    assert code == 2 and "unknown policy key 'privleak_max'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_fail_on_fail_lets_inconclusive_pass_the_gate(audited, tmp_path, capsys):
+    undecided = tmp_path / "undecided.toml"
+    undecided.write_text("min_documents = 1000\n")  # every check becomes INCONCLUSIVE
+    code, out, _ = run(["report", audited / "report.json", "--format", "json", "--policy", undecided], capsys)
+    assert json.loads(out)["verdict"] == "INCONCLUSIVE" and code == 1
+    code, _, _ = run(["report", audited / "report.json", "--format", "json", "--policy", undecided, "--fail-on", "fail"], capsys)
+    assert code == 0
+
+
+def _normalise(obj):
+    """The report with run-specific and CPU-kernel-dependent details removed: paths, hashes, times and
+    float values (which can differ in the last bits between CPUs) become placeholders."""
+    if isinstance(obj, dict):
+        return {k: ("<run>" if k in ("run", "timings") else _normalise(v)) for k, v in obj.items()
+                if k not in ("path", "samples", "evidence", "modules")}
+    if isinstance(obj, list):
+        return [_normalise(v) for v in obj]
+    if isinstance(obj, float):
+        return "<float>"
+    if isinstance(obj, str):
+        return "<hash>" if re.fullmatch(r"[0-9a-f]{64}", obj) else re.sub(r"/[^\s)]+", "<path>", obj)
+    return obj
+
+
+def test_golden_report(audited):
+    """Regenerate with: UPDATE_GOLDEN=1 python -m pytest tests/test_reports.py -k golden"""
+    import os
+
+    got = _normalise(json.loads((audited / "report.json").read_text()))
+    got["checks"] = [{k: v for k, v in c.items() if k != "reason"} for c in got["checks"]]
+    got["verdict_reason"] = "<reason>"
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+    assert got == json.loads(GOLDEN.read_text())
