@@ -69,13 +69,10 @@ def _emit(report: dict, fmt: str, out: Optional[Path], fail_on: str = "inconclus
     """Write report.json, report.html and samples.jsonl under ``out`` (each atomically), print the table
     or the JSON, and return the exit code."""
     from .report.console import render
-    from .report.render import html
-    from .report.write import to_json_text, write_json_atomic, write_samples, write_text_atomic
+    from .report.write import to_json_text
 
     if out is not None:
-        write_samples(out / "samples.jsonl", report)
-        write_text_atomic(out / "report.html", html(report))
-        write_json_atomic(out / "report.json", report)
+        _write_outputs(out, report)
     if fmt == "json":
         sys.stdout.write(to_json_text(report))
     else:
@@ -83,6 +80,17 @@ def _emit(report: dict, fmt: str, out: Optional[Path], fail_on: str = "inconclus
         if out is not None:
             err.print(f"report written to {out / 'report.json'} (and report.html, samples.jsonl)")
     return _exit_code(report["verdict"], fail_on)
+
+
+def _write_outputs(out: Path, report: dict) -> None:
+    """samples.jsonl, report.html, then report.json: each atomic, the JSON last, so a report.json on disk
+    always comes with its views."""
+    from .report.render import html
+    from .report.write import write_json_atomic, write_samples, write_text_atomic
+
+    write_samples(out / "samples.jsonl", report)
+    write_text_atomic(out / "report.html", html(report))
+    write_json_atomic(out / "report.json", report)
 
 
 def _policy(path: Optional[Path]):
@@ -174,7 +182,6 @@ def demo(
     """Build the built-in benchmark (cached), unlearn it, and audit the result. Exits 0 once it ran."""
     from .benchmark.scenario import Recipe, run_demo
     from .report.console import render_comparison
-    from .report.write import write_json_atomic
 
     _check_format(fmt)
     _check_out(out)
@@ -188,7 +195,7 @@ def demo(
     after = report["demo"].pop("remediated", None)
     _emit(report, fmt, out)
     if after is not None:
-        write_json_atomic(out / "remediated" / "report.json", after)
+        _write_outputs(out / "remediated", after)
         render_comparison(report, after, err if fmt == "json" else _stdout_console(), ("GA_GDR (unlearned)", "SURE"))
         err.print(f"remediated report written to {out / 'remediated' / 'report.json'}")
     err.print(f"demo finished: verdict {report['verdict']} (see {out / 'report.json'})")
