@@ -51,3 +51,15 @@ def audited(bench, tmp_path_factory) -> Path:
     with pytest.raises(SystemExit):
         main([str(a) for a in args])
     return out
+
+
+def schema_errors(report: dict) -> list[str]:
+    """Every report the tests produce is checked against the published JSON Schema."""
+    import json
+
+    import jsonschema
+
+    from unlearn_audit.resources import data_dir
+
+    schema = json.loads((data_dir("report_templates") / "report.schema.json").read_text())
+    return [f"{list(e.path)}: {e.message}" for e in jsonschema.Draft202012Validator(schema).iter_errors(report)]

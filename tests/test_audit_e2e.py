@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from conftest import schema_errors
 from unlearn_audit.cli import main
 
 REQUIRED_KEYS = {"schema_version", "tool_version", "verdict", "variants", "results", "checks", "inputs", "config", "timings"}
@@ -29,6 +30,7 @@ def result(report, variant, probe, metric):
 def test_memoriser_fails(bench, tmp_path, capsys):
     code, stdout, _ = run_cli(audit_args(bench, "memoriser", tmp_path, "--schemes", "fp32,rtn-int8", "--format", "json"), capsys)
     report = json.loads(stdout)
+    assert schema_errors(report) == []
     assert code == 1 and report["verdict"] == "FAIL"
     assert REQUIRED_KEYS <= set(report)
     assert json.loads((tmp_path / "report.json").read_text()) == report
@@ -49,6 +51,7 @@ def test_clean_model_passes(bench, tmp_path, capsys):
     schemes = "fp32,rtn-int4,gptq-int4,awq-int4,gguf-q4_0,nf4"
     code, stdout, _ = run_cli(audit_args(bench, "clean", tmp_path, "--schemes", schemes), capsys)
     report = json.loads((tmp_path / "report.json").read_text())
+    assert schema_errors(report) == []
     assert report["verdict"] == "PASS", report["verdict_reason"]
     assert code == 0
     assert "VERDICT: PASS" in stdout
@@ -63,6 +66,7 @@ def test_original_and_reference_give_retention_grid_overlap_and_privleak(bench, 
                       "--original", bench["memoriser"], "--reference", bench["clean"])
     code, stdout, _ = run_cli(args, capsys)
     report = json.loads(stdout)
+    assert schema_errors(report) == []
     assert code == 1
     # the same scheme applied to the same weights: retention is exactly 1 and every code matches
     assert result(report, "rtn-int4", "verbmem", "retention")["value"] == pytest.approx(1.0)

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from conftest import schema_errors
 from unlearn_audit.benchmark import tiny
 from unlearn_audit.cli import main
 from unlearn_audit.models.loading import write_checkpoint
@@ -110,7 +111,7 @@ def test_model_directory_problems(untrained, sets, capsys, tmp_path):
 def test_usage_errors(untrained, sets, capsys):
     _, good = sets
     base = ["audit", untrained, "--forget", good, "--holdout", good]
-    one_line_error(*run([*base, "--schemes", "rtn-int5"], capsys), "did you mean 'rtn-int8'")
+    one_line_error(*run([*base, "--schemes", "rtn-int8-pcx"], capsys), "did you mean 'rtn-int8-pc'")
     one_line_error(*run([*base, "--format", "xml"], capsys), "--format")
     one_line_error(*run(["audit", untrained, "--forget", good], capsys), "--holdout")
     one_line_error(*run([*base, "--out", good], capsys), "must be a directory")
@@ -153,6 +154,7 @@ def test_library_backend_runs_the_twins_and_records_what_it_cannot_run(untrained
     code, _ = run(["audit", untrained, "--forget", good, "--holdout", good, "--schemes", "fp32,nf4,rtn-int4-asym,gptq-int4",
                    "--backend", "library", "--out", out, "--format", "json"], capsys)
     report = json.loads((out / "report.json").read_text())
+    assert schema_errors(report) == []
     assert code in (0, 1) and report["config"]["backend"] == "library"
     status = {v["name"]: v["status"] for v in report["variants"]}
     assert status == {"fp32": "built", "bnb-nf4": "built", "torchao-int4-asym": "built", "gptq-int4@library": "skipped"}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import schema_errors
 from unlearn_audit.cli import main
-from unlearn_audit.resources import data_dir
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_audit.json"
 
@@ -20,13 +20,6 @@ def run(args, capsys):
         main([str(a) for a in args])
     out = capsys.readouterr()
     return exc.value.code, out.out, out.err
-
-
-def schema_errors(report: dict) -> list[str]:
-    import jsonschema
-
-    schema = json.loads((data_dir("report_templates") / "report.schema.json").read_text())
-    return [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(report)]
 
 
 class _Cells(HTMLParser):
