@@ -82,3 +82,25 @@ def test_original_and_reference_give_retention_grid_overlap_and_privleak(bench, 
     leak = result(report, "fp32", "mink", "privleak")
     assert leak["value"] == pytest.approx((result(report, "fp32", "mink", "auc")["value"] - ref["auc"]) / ref["auc"] * 100)
     assert report["config"]["knowmem_icl_source"].startswith("first 10 retain QA pairs")
+
+
+def test_one_forward_pass_per_split_feeds_every_attack(bench, monkeypatch):
+    from unlearn_audit.audit import AuditConfig, AuditData, run_audit
+    from unlearn_audit.data import load_texts
+    from unlearn_audit.models.hf import HFModel
+
+    calls = []
+    real = HFModel.token_scores
+
+    def counting(self, sequences):
+        calls.append((self.name, len(sequences)))
+        return real(self, sequences)
+
+    monkeypatch.setattr(HFModel, "token_scores", counting)
+    data = AuditData(forget=load_texts(bench["forget"]), holdout=load_texts(bench["holdout"]))
+    report = run_audit(str(bench["clean"]), data, AuditConfig(schemes=("fp32", "rtn-int4"), bootstrap=200))
+    assert calls == [("fp32", 48), ("fp32", 48), ("rtn-int4", 48), ("rtn-int4", 48)]
+    for variant in ("fp32", "rtn-int4"):
+        for attack in ("min_k_5", "min_k_40", "min_k_pp_40", "min_k_pp_60", "loss", "zlib"):
+            r = result(report, variant, "mink", f"auc_{attack}")
+            assert 0.0 <= r["value"] <= 1.0 and r["n"] == 48

@@ -70,3 +70,31 @@ def test_knowmem_prompt_format_and_stop_strings():
     assert knowmem.cut_at_stop(" 1902\n\nQuestion: x") == "1902"
     assert knowmem.cut_at_stop(" 1902\nQuestion: x") == "1902"
     assert knowmem.cut_at_stop(" 1902 Question: x") == "1902"
+
+
+def test_min_k_plus_plus_loss_and_zlib_by_hand():
+    import math
+    import zlib as zl
+
+    import numpy as np
+
+    from unlearn_audit.models.base import TokenScores
+    from unlearn_audit.probes import mink
+
+    # a constructed next-token distribution over 4 words: p = (0.5, 0.25, 0.125, 0.125)
+    p = np.array([0.5, 0.25, 0.125, 0.125])
+    mu = float((p * np.log(p)).sum())
+    sigma = math.sqrt(float((p * np.log(p) ** 2).sum()) - mu**2)
+    observed = np.log(np.array([0.5, 0.125, 0.25, 0.125]))  # the four tokens the text really had
+    t = TokenScores(logprobs=observed, mu=np.full(4, mu), sigma=np.full(4, sigma))
+    z = sorted((lp - mu) / sigma for lp in observed)
+    assert mink.min_k_plus_plus(t, 0.5) == pytest.approx((z[0] + z[1]) / 2)
+    assert mink.min_k_plus_plus(t, 0.1) == pytest.approx(z[0])  # at least one token
+    assert mink.loss(t) == pytest.approx(observed.mean())
+    text = "the same words again and again and again"
+    size = len(zl.compress(text.encode()))
+    assert mink.zlib_ratio(t, size) == pytest.approx(observed.mean() / size)
+    one_hot = TokenScores(logprobs=np.zeros(2), mu=np.zeros(2), sigma=np.zeros(2))
+    assert mink.min_k_plus_plus(one_hot, 0.5) == 0.0
+    names = [o.metric for o in mink.scores([t, t], "forget", [size, size])]
+    assert {"min_k_40", "min_k_pp_40", "loss", "zlib"} <= set(names) and len(names) == len(set(names))

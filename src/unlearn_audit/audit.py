@@ -65,6 +65,7 @@ class _Workload:
     verbmem: dict[str, list]
     knowmem: dict[str, list]
     mink: dict[str, list]
+    zlib: dict[str, list]
     icl_source: str
     notes: list[str]
     calibration: list[list[int]] = field(default_factory=list)
@@ -111,7 +112,8 @@ def _workload(ckpt: Checkpoint, data: AuditData, cfg: AuditConfig) -> _Workload:
         mk[split], cut = mink.prepare(tok, ts.texts, max_len)
         if cut:
             notes.append(f"mink: {cut} {split} text(s) longer than the context ({max_len}) were truncated")
-    work = _Workload(vm, km, mk, icl_source, notes)
+    zl = {split: mink.zlib_sizes(tok, seqs) for split, seqs in mk.items()}
+    work = _Workload(vm, km, mk, zl, icl_source, notes)
     if any(s.calibrated for s in resolve_schemes(cfg)):
         work.calibration, work.calibration_source = calibration_tokens(tok, data.calibration or data.retain,
                                                                        "--calibration" if data.calibration else "retain set")
@@ -135,7 +137,7 @@ def _probe_all(model: HFModel, tok, work: _Workload, full: bool) -> list[ProbeOu
     if "forget" in work.knowmem:
         outs.append(knowmem.run(model, tok, work.knowmem["forget"], "forget"))
     for split in ("forget", "holdout"):  # one forward pass each; shows whether Q(original) still knows
-        outs += mink.run(model, work.mink[split], split)
+        outs += mink.run(model, work.mink[split], split, work.zlib[split])
     if "retain" in work.knowmem:  # utility; the original's too, for the retain-utility ratio
         outs.append(knowmem.run(model, tok, work.knowmem["retain"], "retain"))
     if full:
@@ -177,8 +179,8 @@ def _score(variant: str, outs: dict, orig: dict, fp32: dict | None, ref_scores, 
             p = stats.paired_permutation_p(outs[probe, "forget"], fp32[probe, "forget"], _rng(seed, variant, probe, "perm"), b)
             add(probe, "recovery_vs_fp32", stats.paired(outs[probe, "forget"], fp32[probe, "forget"], diff, rng, b), p)
     headline = f"min_k_{round(definitions()['mink']['headline_k'] * 100)}"
-    for k in definitions()["mink"]["ks"]:
-        metric = f"min_k_{round(k * 100)}"
+    attacks = [key[2] for key in outs if key[:2] == ("mink", "forget")]  # Min-K%, Min-K%++, LOSS, zlib
+    for metric in attacks:
         f, h = outs.get(("mink", "forget", metric)), outs.get(("mink", "holdout", metric))
         if f is None or h is None:
             continue

@@ -15,6 +15,7 @@ AUC(f_unlearn) in the denominator, a typo: Eq. 13 and MUSE's code divide by the 
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Sequence
 
 import numpy as np
@@ -57,14 +58,42 @@ def prepare(tokenizer, texts: Sequence[str], max_length: int | None):
     return seqs, truncated
 
 
-def scores(token_scores: Sequence[TokenScores], split: str) -> list[ProbeOutput]:
-    """Every Min-K% from the same forward pass; no attack runs a pass of its own."""
+def min_k_plus_plus(t: TokenScores, k: float) -> float:
+    """Min-K%++ (Zhang et al., ICLR 2025): z_t = (log p(x_t) − μ_t) / σ_t, with μ_t and σ_t the mean and
+    standard deviation of log p(·) under the model's own next-token distribution; the mean of the
+    ⌊k·n⌋ lowest z. A token with σ = 0 (a one-hot distribution) gets z = 0."""
+    sigma = np.where(t.sigma > 0, t.sigma, 1.0)
+    z = np.where(t.sigma > 0, (t.logprobs - t.mu) / sigma, 0.0)
+    return min_k(z, k)
+
+
+def loss(t: TokenScores) -> float:
+    """LOSS attack (Yeom et al.): the mean token log-likelihood, i.e. minus the cross-entropy."""
+    return float(np.mean(t.logprobs))
+
+
+def zlib_ratio(t: TokenScores, zlib_bytes: int) -> float:
+    """zlib attack (Carlini et al., 2021): cross-entropy over zlib-compressed length, negated so that,
+    like every statistic here, higher means "looks more like a member"."""
+    return -float(-np.mean(t.logprobs)) / max(zlib_bytes, 1)
+
+
+def scores(token_scores: Sequence[TokenScores], split: str, zlib_bytes: Sequence[int] | None = None) -> list[ProbeOutput]:
+    """Every score-based attack from the same forward pass; no attack runs a pass of its own:
+    Min-K% and Min-K%++ for every k, LOSS, and zlib (when the compressed text lengths are given)."""
     ks = definitions()["mink"]["ks"]
-    return [
-        ProbeOutput("mink", split, f"min_k_{round(k * 100)}", tuple(min_k(t.logprobs, k) for t in token_scores))
-        for k in ks
-    ]
+    outs = [ProbeOutput("mink", split, f"min_k_{round(k * 100)}", tuple(min_k(t.logprobs, k) for t in token_scores)) for k in ks]
+    outs += [ProbeOutput("mink", split, f"min_k_pp_{round(k * 100)}", tuple(min_k_plus_plus(t, k) for t in token_scores)) for k in ks]
+    outs.append(ProbeOutput("mink", split, "loss", tuple(loss(t) for t in token_scores)))
+    if zlib_bytes is not None:
+        outs.append(ProbeOutput("mink", split, "zlib", tuple(zlib_ratio(t, z) for t, z in zip(token_scores, zlib_bytes))))
+    return outs
 
 
-def run(model: LanguageModel, sequences, split: str) -> list[ProbeOutput]:
-    return scores(model.token_scores(sequences), split)
+def zlib_sizes(tokenizer, sequences) -> list[int]:
+    """Compressed byte length of each scored text (decoded from the ids, so truncation is respected)."""
+    return [len(zlib.compress(tokenizer.decode(list(ids), skip_special_tokens=True).encode("utf-8"))) for ids in sequences]
+
+
+def run(model: LanguageModel, sequences, split: str, zlib_bytes: Sequence[int] | None = None) -> list[ProbeOutput]:
+    return scores(model.token_scores(sequences), split, zlib_bytes)
