@@ -1,0 +1,213 @@
+"""The audit's speed against a MUSE-style baseline, on the same model, data and variants.
+
+    python bench/audit_speed.py [--model DIR] [--n 16] [--schemes fp32,rtn-int8,rtn-int4] [--batch-size 16]
+
+Three modes run one after another, each in its own process (so each peak RSS is its own):
+
+* ``baseline``: a loop written the way MUSE's published evaluation code runs: one ``generate`` call per
+  sample at batch size 1 for VerbMem and KnowMem, stop strings applied after generation, and a separate
+  forward pass for each membership attack (LOSS, zlib, Min-K% for all k, Min-K%++ for all k);
+* ``tool``: unlearn-audit's own probes (sorted, batched, KV-cached greedy generation with stop strings
+  inside ``generate``; one forward pass per text feeding every attack);
+* ``bare``: only the batched forward and generate calls the audit cannot avoid, with no metric code.
+  Overhead = tool time / bare time.
+
+Both baseline and tool must agree: identical greedy outputs, score attacks within 1e-6. The default
+model is the demo's base model (SmolLM2-135M, fp32) from the demo cache; any local HF directory works.
+The data are the built-in benchmark's first ``--n`` forget and holdout documents and QA pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unlearn_audit.audit import AuditConfig, AuditData, _workload
+from unlearn_audit.benchmark import bios
+from unlearn_audit.benchmark.scenario import cache_root, usable_cpus
+from unlearn_audit.data import QASet, TextSet
+from unlearn_audit.models.base import TokenScores
+from unlearn_audit.models.hf import HFModel, _strip_after_eos
+from unlearn_audit.models.loading import load_checkpoint
+from unlearn_audit.probes import knowmem, mink, verbmem
+from unlearn_audit.probes.base import definitions, rouge_l_f1
+from unlearn_audit.quantize.registry import get_scheme
+
+
+def _hwm_mb() -> float:
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]) / 1024
+
+
+def _data(n: int) -> AuditData:
+    split = bios.generate(n, n, n, qa_per_person=1, seed=0)
+    text = lambda k: TextSet(f"bench:{k}", "-", tuple(split.texts[k]))  # noqa: E731
+    qa = lambda k: QASet(f"bench:{k}_qa", "-", tuple(tuple(p) for p in split.qa[k]))  # noqa: E731
+    return AuditData(forget=text("forget"), holdout=text("holdout"), retain=text("retain"),
+                     forget_qa=qa("forget"), retain_qa=qa("retain"), holdout_qa=qa("holdout"))
+
+
+# ---- the baseline: MUSE's evaluation loop, written out ----------------------------------------------
+
+def _generate_one(model, tok, prompt, max_new):
+    out = model.generate(torch.tensor([list(prompt)]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                         do_sample=False, max_new_tokens=max_new, pad_token_id=tok.pad_token_id)
+    return _strip_after_eos(out[0, len(prompt):].tolist(), tok.eos_token_id, tok.pad_token_id)
+
+
+def _forward_one(model, ids):
+    logits = model(torch.tensor([list(ids)])).logits[0, :-1].float()
+    logp = torch.log_softmax(logits, -1)
+    return logp, logp.gather(-1, torch.tensor(ids[1:]).unsqueeze(-1)).squeeze(-1)
+
+
+def _texts(tok, outs, knowmem_cut: bool) -> list[str]:
+    """Decoded as the probes decode (VerbMem without the clean-up pass; KnowMem then cut at the stops)."""
+    if knowmem_cut:
+        return [knowmem.cut_at_stop(tok.decode(o, skip_special_tokens=True)) for o in outs]
+    return [tok.decode(o, skip_special_tokens=True, clean_up_tokenization_spaces=False) for o in outs]
+
+
+def baseline(model, tok, work) -> dict:
+    ks, spec = definitions()["mink"]["ks"], definitions()["knowmem"]
+    out = {"gen": {}, "scores": {}}
+    with torch.inference_mode():
+        for split, items in work.verbmem.items():
+            texts = _texts(tok, [_generate_one(model, tok, i.prompt_ids, i.max_new_tokens) for i in items], False)
+            out["gen"][("verbmem", split)] = texts
+            out["scores"][("verbmem", split)] = [rouge_l_f1(i.reference, t) for i, t in zip(items, texts)]
+        for split, items in work.knowmem.items():  # MUSE generates the full budget, then cuts at the stop strings
+            texts = _texts(tok, [_generate_one(model, tok, i.prompt_ids, spec["max_new_tokens"]) for i in items], True)
+            out["gen"][("knowmem", split)] = texts
+            out["scores"][("knowmem", split)] = [rouge_l_f1(i.answer, t) for i, t in zip(items, texts)]
+        for split, seqs in work.mink.items():
+            sc = out["scores"]
+            sc[("loss", split)] = [float(_forward_one(model, s)[1].double().mean()) for s in seqs]
+            sc[("zlib", split)] = [float(_forward_one(model, s)[1].double().mean()) / z for s, z in zip(seqs, work.zlib[split])]
+            lps = [_forward_one(model, s)[1].double().numpy() for s in seqs]
+            for k in ks:
+                sc[(f"min_k_{round(k * 100)}", split)] = [mink.min_k(lp, k) for lp in lps]
+            for s in seqs:  # Min-K%++: its own pass, with the moments of the next-token distribution
+                logp, lp = _forward_one(model, s)
+                p = logp.exp()
+                mu = (p * logp).sum(-1)
+                sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
+                ts = TokenScores(lp.double().numpy(), mu.double().numpy(), sigma.double().numpy())
+                for k in ks:
+                    sc.setdefault((f"min_k_pp_{round(k * 100)}", split), []).append(mink.min_k_plus_plus(ts, k))
+    return out
+
+
+# ---- the tool, and the bare calls ----------------------------------------------------------------------
+
+def tool(model, tok, work, batch_size: int) -> dict:
+    """The audit's probe calls, exactly as ``audit._probe_all`` makes them."""
+    hf = HFModel("bench", model, tok, batch_size)
+    out = {"gen": {}, "scores": {}}
+    for split, items in work.verbmem.items():
+        o = verbmem.run(hf, tok, items, split)
+        out["gen"][("verbmem", split)], out["scores"][("verbmem", split)] = list(o.generations), list(o.values)
+    for split, items in work.knowmem.items():
+        o = knowmem.run(hf, tok, items, split)
+        out["gen"][("knowmem", split)], out["scores"][("knowmem", split)] = list(o.generations), list(o.values)
+    for split, seqs in work.mink.items():
+        for o in mink.run(hf, seqs, split, work.zlib[split]):
+            out["scores"][(o.metric, split)] = list(o.values)
+    return out
+
+
+def bare(model, tok, work, batch_size: int) -> dict:
+    hf = HFModel("bench", model, tok, batch_size)
+    spec = definitions()["knowmem"]
+    with torch.inference_mode():
+        for items in work.verbmem.values():
+            hf.greedy([i.prompt_ids for i in items], [i.max_new_tokens for i in items])
+        for items in work.knowmem.values():
+            hf.greedy([i.prompt_ids for i in items], [spec["max_new_tokens"]] * len(items), spec["stop_strings"])
+        for seqs in work.mink.values():
+            order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+            for b in range(0, len(order), batch_size):
+                batch = [seqs[i] for i in order[b : b + batch_size]]
+                width = max(map(len, batch))
+                ids = torch.full((len(batch), width), hf.pad_id)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for r, s in enumerate(batch):
+                    ids[r, : len(s)], mask[r, : len(s)] = torch.tensor(s), 1
+                model(input_ids=ids, attention_mask=mask)
+    return {}
+
+
+def _child(args) -> None:
+    torch.set_num_threads(usable_cpus())
+    ckpt = load_checkpoint(args.model)
+    work = _workload(ckpt, _data(args.n), AuditConfig(schemes=()))
+    timings, results, tokens = {}, {}, 0
+    for name in args.schemes.split(","):
+        model = get_scheme(name).build(ckpt).eval()
+        t = time.perf_counter()
+        if args.mode == "baseline":
+            results[name] = baseline(model, ckpt.tokenizer, work)
+        elif args.mode == "tool":
+            results[name] = tool(model, ckpt.tokenizer, work, args.batch_size)
+        else:
+            results[name] = bare(model, ckpt.tokenizer, work, args.batch_size)
+        timings[name] = time.perf_counter() - t
+        if args.mode != "bare":
+            gen = results[name]["gen"]
+            tokens += sum(len(ckpt.tokenizer(g)["input_ids"]) for outs in gen.values() for g in outs)
+        del model
+    Path(args.result).write_bytes(pickle.dumps({"timings": timings, "results": results, "generated_tokens": tokens,
+                                                "scored_tokens": sum(len(s) for s in work.mink["forget"] + work.mink["holdout"]),
+                                                "rss_mb": _hwm_mb()}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=str(cache_root() / "smollm2-135m-fp32"))
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--schemes", default="fp32,rtn-int8,rtn-int4")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--mode", choices=["baseline", "tool", "bare"])
+    ap.add_argument("--result")
+    args = ap.parse_args()
+    if args.mode:
+        return _child(args)
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("baseline", "tool", "bare"):
+            res = Path(tmp) / f"{mode}.pkl"
+            subprocess.run([sys.executable, __file__, "--mode", mode, "--result", str(res), "--model", args.model, "--n", str(args.n),
+                            "--schemes", args.schemes, "--batch-size", str(args.batch_size)], check=True)
+            runs[mode] = pickle.loads(res.read_bytes())
+    b, t = runs["baseline"], runs["tool"]
+    same_gen, max_diff = True, 0.0
+    for name in args.schemes.split(","):
+        for key, outs in b["results"][name]["gen"].items():
+            same_gen &= outs == t["results"][name]["gen"][key]
+        for key, vals in b["results"][name]["scores"].items():
+            max_diff = max(max_diff, float(np.max(np.abs(np.array(vals) - np.array(t["results"][name]["scores"][key])))))
+    total = {m: sum(r["timings"].values()) for m, r in runs.items()}
+    # tokens the model produced or scored (the baseline's repeated attack passes not counted twice)
+    model_tokens = b["generated_tokens"] + b["scored_tokens"] * len(args.schemes.split(","))
+    print(json.dumps({
+        "model": args.model, "documents_per_set": args.n, "schemes": args.schemes, "batch_size": args.batch_size,
+        "cpus": usable_cpus(), "date": time.strftime("%Y-%m-%d"),
+        "wall_s": {m: round(v, 1) for m, v in total.items()}, "speedup_vs_baseline": round(total["baseline"] / total["tool"], 2),
+        "overhead_vs_bare": round(total["tool"] / total["bare"], 2),
+        "tokens_per_s": {m: round(model_tokens / total[m]) for m in ("baseline", "tool")},
+        "peak_rss_mb": {m: round(r["rss_mb"]) for m, r in runs.items()},
+        "identical_greedy_outputs": same_gen, "max_score_difference": max_diff,
+        "per_scheme_s": {m: {k: round(v, 1) for k, v in r["timings"].items()} for m, r in runs.items()},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
