@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import stats
+from .cache import VariantCache, variant_key
 from .data import QASet, TextSet, load_texts
 from .errors import InputError
 from .models.hf import HFModel
@@ -203,6 +204,30 @@ def _index(outs: list[ProbeOutput]) -> dict:
     return {((o.probe, o.split) if o.probe != "mink" else (o.probe, o.split, o.metric)): o.values for o in outs}
 
 
+def _variant(scheme, ckpt, original, tok, work, cfg, on_step):
+    """Build one variant (and the original's), probe both, and free them: at most one quantized copy
+    beside the loaded models at any time."""
+    on_step(f"{scheme.name}: building")
+    built = scheme.build(ckpt, work.calibration)
+    on_step(f"{scheme.name}: probing")
+    outs = _probe_all(HFModel(scheme.name, built, tok, cfg.batch_size), tok, work, full=True)
+    del built
+    orig_outs: list[ProbeOutput] = []
+    fx = None
+    if original is not None:
+        on_step(f"{scheme.name}: probing the original")
+        try:
+            built_orig = scheme.build(original, work.calibration)
+            orig_outs = _probe_all(HFModel(scheme.name, built_orig, tok, cfg.batch_size), tok, work, full=False)
+            del built_orig
+        except SchemeUnavailable:
+            pass
+        if scheme.bits and scheme.bits < 32:
+            fx = forensics.compare(forensics.model_pairs(original.model, ckpt.model), [scheme])[scheme.name]
+    gc.collect()
+    return outs, orig_outs, fx
+
+
 def run_audit(
     model_dir: str,
     data: AuditData,
@@ -210,7 +235,10 @@ def run_audit(
     original_dir: str | None = None,
     reference_dir: str | None = None,
     on_step: Callable[[str], None] = lambda s: None,
+    cache: VariantCache = VariantCache(None),
 ) -> dict:
+    """The whole audit. ``cache`` (the resume cache under ``--out``) returns variants already computed
+    with the same inputs and settings; the report lists them in ``config.resumed_variants``."""
     started, timings = time.time(), {}
     torch.manual_seed(cfg.seed)
     schemes = resolve_schemes(cfg)
@@ -239,30 +267,24 @@ def run_audit(
         ref_info = {"source": f"reference model {reference.path} (fp32)", "auc": mink.auc(np.array(pick(f)), np.array(pick(h)))}
         timings["reference_s"] = time.perf_counter() - t
 
-    variants, results, samples, evidence, fp32_outs, weights = [], [], [], {}, None, {}
+    variants, results, samples, evidence, fp32_outs, weights, cached = [], [], [], {}, None, {}, []
     for scheme in schemes:
         t = time.perf_counter()
-        on_step(f"{scheme.name}: building")
-        try:
-            built = scheme.build(ckpt, work.calibration)
-        except SchemeUnavailable as exc:
-            variants.append({"name": scheme.name, "scheme": scheme.name, "bits": scheme.bits, "status": "skipped", "reason": str(exc)})
-            continue
-        on_step(f"{scheme.name}: probing")
-        outs = _probe_all(HFModel(scheme.name, built, tok, cfg.batch_size), tok, work, full=True)
-        del built
-        orig_outs: list[ProbeOutput] = []
-        if original is not None:
-            on_step(f"{scheme.name}: probing the original")
+        key = variant_key(scheme, ckpt, original, data, cfg)
+        hit = cache.get(key)
+        if hit is not None:
+            on_step(f"{scheme.name}: from the resume cache")
+            outs, orig_outs, fx = hit
+            cached.append(scheme.name)
+        else:
             try:
-                built_orig = scheme.build(original, work.calibration)
-                orig_outs = _probe_all(HFModel(scheme.name, built_orig, tok, cfg.batch_size), tok, work, full=False)
-                del built_orig
-            except SchemeUnavailable:
-                pass
-            if scheme.bits and scheme.bits < 32:
-                weights[scheme.name] = forensics.compare(forensics.model_pairs(original.model, ckpt.model), [scheme])[scheme.name]
-        gc.collect()
+                outs, orig_outs, fx = _variant(scheme, ckpt, original, tok, work, cfg, on_step)
+            except SchemeUnavailable as exc:
+                variants.append({"name": scheme.name, "scheme": scheme.name, "bits": scheme.bits, "status": "skipped", "reason": str(exc)})
+                continue
+            cache.put(key, outs, orig_outs, fx)
+        if fx is not None:
+            weights[scheme.name] = fx
         idx = _index(outs)
         if scheme.name == "fp32":
             fp32_outs = idx
@@ -281,9 +303,11 @@ def run_audit(
         timings[f"{scheme.name}_s"] = time.perf_counter() - t
 
     checks, verdict, reason = judge(results, variants, cfg.policy)
-    return build_report(
+    report = build_report(
         ckpt=ckpt, original=original, reference=reference, data=data, cfg=cfg, schemes=schemes,
         work=work, ref_info=ref_info, variants=variants, results=results, checks=checks,
         verdict=verdict, reason=reason, samples=samples, evidence=evidence, timings=timings, started=started,
         forensics=weights,
     )
+    report["run"]["resumed_variants"] = cached  # read from the resume cache, not recomputed
+    return report

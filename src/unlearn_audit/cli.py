@@ -134,11 +134,13 @@ def audit(
     batch_size: int = typer.Option(8, min=1, help="Sequences per forward/generate batch."),
     backend: str = typer.Option("reference", help="reference (the tool's exact algorithms) or library (bitsandbytes/torchao twins)."),
     policy: Optional[Path] = typer.Option(None, help="TOML file of verdict thresholds (see README)."),
+    fresh: bool = typer.Option(False, help="Ignore the resume cache under --out and recompute every variant."),
     fail_on: str = typer.Option("inconclusive", help="Exit non-zero on: inconclusive (FAIL or INCONCLUSIVE) or fail (FAIL only)."),
     muse_strict: bool = typer.Option(False, help="Literal MUSE prompts: trailing-space KnowMem query, 128-token VerbMem."),
 ) -> None:
     """Audit a checkpoint: quantize it under each scheme, probe every variant, and give a verdict."""
     from .audit import AuditConfig, AuditData, run_audit
+    from .cache import VariantCache
     from .data import load_qa, load_texts
     from .quantize.registry import parse_schemes
 
@@ -166,6 +168,7 @@ def audit(
             original_dir=str(original) if original else None,
             reference_dir=str(reference) if reference else None,
             on_step=steps,
+            cache=VariantCache(out / ".cache" if out is not None else None, fresh),
         )
     raise typer.Exit(_emit(report, fmt, out, fail_on))
 

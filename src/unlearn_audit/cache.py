@@ -1,0 +1,65 @@
+"""The resume cache: one file per variant under ``--out/.cache``, so an interrupted or repeated audit
+recomputes nothing that is already done.
+
+A variant's entry holds everything the model produced for it (the audited model's and the original's
+probe outputs, and the weight forensics). Its key hashes every input that can change those outputs:
+the tool version, the probe definitions, each model's weight-file hashes, each data file's hash, the
+scheme with its parameters, and the prompt and backend settings. Change any of them and the entry is
+simply not found. Entries are written atomically, so a killed run leaves whole entries or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from . import __version__
+from .probes.base import ProbeOutput, definitions
+from .report.write import to_json_text, write_text_atomic
+
+
+def variant_key(scheme, ckpt, original, data, cfg) -> str:
+    parts = {
+        "tool": __version__,
+        "probes": definitions(),
+        "model": ckpt.file_hashes,
+        "original": None if original is None else original.file_hashes,
+        "data": {k: getattr(v, "sha256", None) for k, v in vars(data).items()},
+        "scheme": {"name": scheme.name, **scheme.params()},
+        "muse_strict": cfg.muse_strict,
+        "backend": cfg.backend,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _outs(items: list[dict]) -> list[ProbeOutput]:
+    return [ProbeOutput(d["probe"], d["split"], d["metric"], tuple(d["values"]), tuple(d["generations"])) for d in items]
+
+
+def _dicts(outs: list[ProbeOutput]) -> list[dict]:
+    return [{"probe": o.probe, "split": o.split, "metric": o.metric, "values": list(o.values),
+             "generations": list(o.generations)} for o in outs]
+
+
+class VariantCache:
+    def __init__(self, root: Path | None, fresh: bool = False) -> None:
+        self.root, self.fresh = root, fresh
+
+    def get(self, key: str):
+        """(outputs, original's outputs, forensics) for a cached variant, or None."""
+        if self.root is None or self.fresh:
+            return None
+        path = self.root / f"{key}.json"
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        nan = float("nan")
+        fix = lambda items: [{**d, "values": [nan if v is None else v for v in d["values"]]} for d in items]  # noqa: E731
+        return _outs(fix(entry["outs"])), _outs(fix(entry["orig_outs"])), entry["forensics"]
+
+    def put(self, key: str, outs, orig_outs, fx) -> None:
+        if self.root is None:
+            return
+        write_text_atomic(self.root / f"{key}.json", to_json_text({"outs": _dicts(outs), "orig_outs": _dicts(orig_outs), "forensics": fx}))
