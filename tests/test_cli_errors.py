@@ -160,3 +160,14 @@ def test_library_backend_runs_the_twins_and_records_what_it_cannot_run(untrained
     assert status == {"fp32": "built", "bnb-nf4": "built", "torchao-int4-asym": "built", "gptq-int4@library": "skipped"}
     reason = next(v["reason"] for v in report["variants"] if v["status"] == "skipped")
     assert "GPTQ" in reason and "CPU" in reason
+
+
+def test_device_and_dtype_conflicts_are_one_line_errors(untrained, sets, capsys):
+    import torch
+
+    _, good = sets
+    base = ["audit", untrained, "--forget", good, "--holdout", good]
+    one_line_error(*run([*base, "--dtype", "bfloat16", "--device", "cpu"], capsys), "--dtype bfloat16", "--device cuda")
+    one_line_error(*run([*base, "--device", "tpu"], capsys), "--device must be")
+    if not torch.cuda.is_available():
+        one_line_error(*run([*base, "--device", "cuda"], capsys), "no CUDA device")

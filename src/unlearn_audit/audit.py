@@ -56,6 +56,8 @@ class AuditConfig:
     muse_strict: bool = False
     policy: Policy = field(default_factory=Policy)
     policy_source: str = "tool defaults (README, 'The verdict')"
+    device: str = "cpu"  # where variants run; quantization itself always happens in float32 on the CPU
+    dtype: str = "float32"  # compute dtype of fake-quantized variants (bfloat16 only on a GPU)
     backend: str = "reference"  # or "library": run each preset through its library twin where one runs
 
 
@@ -208,7 +210,7 @@ def _variant(scheme, ckpt, original, tok, work, cfg, on_step):
     """Build one variant (and the original's), probe both, and free them: at most one quantized copy
     beside the loaded models at any time."""
     on_step(f"{scheme.name}: building")
-    built = scheme.build(ckpt, work.calibration)
+    built = _place(scheme.build(ckpt, work.calibration), cfg)
     on_step(f"{scheme.name}: probing")
     outs = _probe_all(HFModel(scheme.name, built, tok, cfg.batch_size), tok, work, full=True)
     del built
@@ -217,7 +219,7 @@ def _variant(scheme, ckpt, original, tok, work, cfg, on_step):
     if original is not None:
         on_step(f"{scheme.name}: probing the original")
         try:
-            built_orig = scheme.build(original, work.calibration)
+            built_orig = _place(scheme.build(original, work.calibration), cfg)
             orig_outs = _probe_all(HFModel(scheme.name, built_orig, tok, cfg.batch_size), tok, work, full=False)
             del built_orig
         except SchemeUnavailable:
@@ -225,7 +227,18 @@ def _variant(scheme, ckpt, original, tok, work, cfg, on_step):
         if scheme.bits and scheme.bits < 32:
             fx = forensics.compare(forensics.model_pairs(original.model, ckpt.model), [scheme])[scheme.name]
     gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return outs, orig_outs, fx
+
+
+def _place(model, cfg: AuditConfig):
+    """Move a built variant to the compute device and dtype. Dequantized weights are cast after
+    quantization, so bfloat16 compute never changes which grid cell a weight fell in; bitsandbytes
+    variants keep the placement the library gave them."""
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        return model
+    return model.to(device=cfg.device, dtype=getattr(torch, cfg.dtype))
 
 
 def run_audit(
@@ -259,7 +272,7 @@ def run_audit(
     if reference is not None:
         t = time.perf_counter()
         on_step("scoring the reference model")
-        ref_model = HFModel("reference", reference.model, tok, cfg.batch_size)
+        ref_model = HFModel("reference", _place(reference.model, cfg), tok, cfg.batch_size)
         f = mink.scores(ref_model.token_scores(work.mink["forget"]), "forget")
         h = mink.scores(ref_model.token_scores(work.mink["holdout"]), "holdout")
         pick = lambda outs: next(o.values for o in outs if o.metric == headline)  # noqa: E731

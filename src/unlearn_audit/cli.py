@@ -93,6 +93,27 @@ def _write_outputs(out: Path, report: dict) -> None:
     write_json_atomic(out / "report.json", report)
 
 
+def _device(device: str, dtype: str) -> tuple[str, str]:
+    """Resolve --device and --dtype, refusing combinations that cannot run; sets CPU threads."""
+    import torch
+
+    from .benchmark.scenario import usable_cpus
+
+    if device not in ("cpu", "cuda", "auto"):
+        raise InputError(f"--device must be cpu, cuda or auto, got {device!r}")
+    if dtype not in ("float32", "bfloat16"):
+        raise InputError(f"--dtype must be float32 or bfloat16, got {dtype!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available here")
+    if dtype == "bfloat16" and device == "cpu":
+        raise InputError("--dtype bfloat16 is for GPU compute; use it with --device cuda (CPU audits run in float32)")
+    if torch.get_num_threads() > usable_cpus():  # never more threads than the CPUs we may run on
+        torch.set_num_threads(usable_cpus())
+    return device, dtype
+
+
 def _policy(path: Optional[Path]):
     from .policy import Policy
 
@@ -135,6 +156,8 @@ def audit(
     backend: str = typer.Option("reference", help="reference (the tool's exact algorithms) or library (bitsandbytes/torchao twins)."),
     policy: Optional[Path] = typer.Option(None, help="TOML file of verdict thresholds (see README)."),
     fresh: bool = typer.Option(False, help="Ignore the resume cache under --out and recompute every variant."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto (cuda when available)."),
+    dtype: str = typer.Option("float32", help="float32, or bfloat16 for GPU compute."),
     fail_on: str = typer.Option("inconclusive", help="Exit non-zero on: inconclusive (FAIL or INCONCLUSIVE) or fail (FAIL only)."),
     muse_strict: bool = typer.Option(False, help="Literal MUSE prompts: trailing-space KnowMem query, 128-token VerbMem."),
 ) -> None:
@@ -150,6 +173,7 @@ def audit(
     names = tuple(s.name for s in parse_schemes(schemes))
     parse_schemes(schemes, backend)  # checks --backend
     pol, pol_source = _policy(policy)
+    device, dtype = _device(device, dtype)
     data = AuditData(
         forget=load_texts(forget),
         holdout=load_texts(holdout),
@@ -161,6 +185,7 @@ def audit(
         calibration=load_texts(calibration) if calibration else None,
     )
     cfg = AuditConfig(schemes=names, seed=seed, batch_size=batch_size, muse_strict=muse_strict, backend=backend, policy=pol,
+                      device=device, dtype=dtype,
                       **({"policy_source": f"policy file {pol_source}"} if pol_source else {}))
     with _Steps() as steps:
         report = run_audit(

@@ -71,6 +71,8 @@ def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_inf
         "config": {
             "schemes": {s.name: {"description": s.description, "bits": s.bits, **s.params()} for s in schemes},
             "backend": cfg.backend,
+            "device": cfg.device,
+            "dtype": cfg.dtype,
             "seed": cfg.seed,
             "bootstrap_resamples": cfg.bootstrap,
             "confidence": 0.95,
