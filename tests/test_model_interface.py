@@ -34,3 +34,35 @@ def test_token_scores_match_an_unpadded_forward():
         # mu and sigma are the moments of log p under p itself (Min-K%++)
         mu = (logp.exp() * logp).sum(-1)
         assert torch.allclose(torch.tensor(s.mu, dtype=torch.float32), mu, atol=1e-5)
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_same_results():
+    """Fault injection: the model raises torch.OutOfMemoryError for any batch larger than two rows, as a
+    GPU would; the wrapper must back off to batches that fit and return exactly what batch size 2 gives."""
+    import numpy as np
+
+    model, tok = _model()
+    real_forward = model.forward
+
+    def forward(*args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and ids.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_forward(*args, **kwargs)
+
+    seqs = [tok(t)["input_ids"] for t in ["the quick brown fox", "pack my box", "dog", "lazy dog jumps", "five dozen jugs"]]
+    expected = HFModel("m", model, tok, batch_size=2).token_scores(seqs)
+    model.forward = forward
+    wrapped = HFModel("m", model, tok, batch_size=8)
+    got = wrapped.token_scores(seqs)
+    assert wrapped.batch_size == 2
+    assert all(np.array_equal(a.logprobs, b.logprobs) for a, b in zip(got, expected))
+    prompts, budgets = seqs[:4], [3, 4, 2, 5]
+    assert HFModel("m", model, tok, batch_size=8).greedy(prompts, budgets) == HFModel("m", model, tok, batch_size=1).greedy(prompts, budgets)
+    model.forward = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("some other failure"))
+    try:
+        HFModel("m", model, tok, batch_size=8).token_scores(seqs)
+    except RuntimeError as exc:
+        assert "other failure" in str(exc)  # only out-of-memory is retried
+    else:
+        raise AssertionError("a non-OOM error must propagate")

@@ -15,6 +15,10 @@ def _batches(order: list[int], size: int) -> list[list[int]]:
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+
+
 class HFModel:
     """Wraps a loaded transformers model. Sequences are sorted by length so batches pad little."""
 
@@ -28,33 +32,51 @@ class HFModel:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.device = next(model.parameters()).device
 
+    def _each_batch(self, order: list[int], work) -> None:
+        """Run ``work(batch)`` over ``order`` in batches; on out-of-memory, halve the batch size for the
+        rest of the run and retry. Results do not depend on the batch size (tests check it)."""
+        pending = _batches(order, self.batch_size)
+        while pending:
+            batch = pending.pop(0)
+            try:
+                work(batch)
+            except Exception as exc:
+                if not _is_oom(exc) or len(batch) == 1:
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self.batch_size = max(1, len(batch) // 2)
+                pending = _batches(batch, self.batch_size) + pending
+
     @torch.inference_mode()
     def token_scores(self, sequences: Sequence[Sequence[int]]) -> list[TokenScores]:
         out: list[TokenScores | None] = [None] * len(sequences)
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-        for batch in _batches(order, self.batch_size):
-            width = max(len(sequences[i]) for i in batch)
-            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
-                mask[row, : len(sequences[i])] = 1
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            target = ids[:, 1:].to(self.device).unsqueeze(-1)
-            token_lp = logp.gather(-1, target).squeeze(-1)
-            probs = logp.exp()
-            mu = (probs * logp).sum(-1)
-            var = (probs * logp.square()).sum(-1) - mu.square()
-            sigma = var.clamp_min(0).sqrt()
-            for row, i in enumerate(batch):
-                n = len(sequences[i]) - 1
-                out[i] = TokenScores(
-                    logprobs=token_lp[row, :n].cpu().numpy().astype(np.float64),
-                    mu=mu[row, :n].cpu().numpy().astype(np.float64),
-                    sigma=sigma[row, :n].cpu().numpy().astype(np.float64),
-                )
+        self._each_batch(order, lambda batch: self._score_batch(sequences, batch, out))
         return out  # type: ignore[return-value]
+
+    def _score_batch(self, sequences, batch: list[int], out: list) -> None:
+        width = max(len(sequences[i]) for i in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+            mask[row, : len(sequences[i])] = 1
+        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        target = ids[:, 1:].to(self.device).unsqueeze(-1)
+        token_lp = logp.gather(-1, target).squeeze(-1)
+        probs = logp.exp()
+        mu = (probs * logp).sum(-1)
+        var = (probs * logp.square()).sum(-1) - mu.square()
+        sigma = var.clamp_min(0).sqrt()
+        for row, i in enumerate(batch):
+            n = len(sequences[i]) - 1
+            out[i] = TokenScores(
+                logprobs=token_lp[row, :n].cpu().numpy().astype(np.float64),
+                mu=mu[row, :n].cpu().numpy().astype(np.float64),
+                sigma=sigma[row, :n].cpu().numpy().astype(np.float64),
+            )
 
     @torch.inference_mode()
     def greedy(
@@ -65,32 +87,34 @@ class HFModel:
     ) -> list[list[int]]:
         out: list[list[int]] = [[] for _ in prompts]
         order = sorted(range(len(prompts)), key=lambda i: (max_new_tokens[i], len(prompts[i])))
-        for batch in _batches(order, self.batch_size):
-            width = max(len(prompts[i]) for i in batch)
-            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
-                ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]) :] = 1
-            budget = max(max_new_tokens[i] for i in batch)
-            config = GenerationConfig(
-                do_sample=False,
-                max_new_tokens=budget,
-                pad_token_id=self.pad_id,
-                eos_token_id=self.tokenizer.eos_token_id,
-                stop_strings=list(stop_strings) or None,
-            )
-            extra = {"tokenizer": self.tokenizer} if stop_strings else {}
-            generated = self.model.generate(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                generation_config=config,
-                **extra,
-            )
-            for row, i in enumerate(batch):
-                new = generated[row, width:].tolist()[: max_new_tokens[i]]
-                out[i] = _strip_after_eos(new, self.tokenizer.eos_token_id, self.pad_id)
+        self._each_batch(order, lambda batch: self._greedy_batch(prompts, max_new_tokens, stop_strings, batch, out))
         return out
+
+    def _greedy_batch(self, prompts, max_new_tokens, stop_strings, batch: list[int], out: list) -> None:
+        width = max(len(prompts[i]) for i in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
+            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+            mask[row, width - len(prompts[i]) :] = 1
+        budget = max(max_new_tokens[i] for i in batch)
+        config = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=budget,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            stop_strings=list(stop_strings) or None,
+        )
+        extra = {"tokenizer": self.tokenizer} if stop_strings else {}
+        generated = self.model.generate(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            generation_config=config,
+            **extra,
+        )
+        for row, i in enumerate(batch):
+            new = generated[row, width:].tolist()[: max_new_tokens[i]]
+            out[i] = _strip_after_eos(new, self.tokenizer.eos_token_id, self.pad_id)
 
 
 def _strip_after_eos(ids: list[int], eos: int | None, pad: int) -> list[int]:
