@@ -63,20 +63,21 @@ class HFModel:
             ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
             mask[row, : len(sequences[i])] = 1
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        target = ids[:, 1:].to(self.device).unsqueeze(-1)
-        token_lp = logp.gather(-1, target).squeeze(-1)
-        probs = logp.exp()
-        mu = (probs * logp).sum(-1)
-        var = (probs * logp.square()).sum(-1) - mu.square()
-        sigma = var.clamp_min(0).sqrt()
         for row, i in enumerate(batch):
+            # One row at a time: the vocabulary-sized temporaries of the moments below would otherwise
+            # be several copies of the whole batch's logits (49k-token vocabularies make that gigabytes).
             n = len(sequences[i]) - 1
+            logp = torch.log_softmax(logits[row, :n].float(), dim=-1)
+            target = ids[row, 1 : n + 1].to(self.device).unsqueeze(-1)
+            probs = logp.exp()
+            mu = (probs * logp).sum(-1)
+            sigma = ((probs * logp.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
             out[i] = TokenScores(
-                logprobs=token_lp[row, :n].cpu().numpy().astype(np.float64),
-                mu=mu[row, :n].cpu().numpy().astype(np.float64),
-                sigma=sigma[row, :n].cpu().numpy().astype(np.float64),
+                logprobs=logp.gather(-1, target).squeeze(-1).cpu().numpy().astype(np.float64),
+                mu=mu.cpu().numpy().astype(np.float64),
+                sigma=sigma.cpu().numpy().astype(np.float64),
             )
+            del logp, probs
 
     @torch.inference_mode()
     def greedy(
