@@ -153,3 +153,19 @@ def test_golden_report(audited):
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
     assert got == json.loads(GOLDEN.read_text())
+
+
+def test_report_command_refuses_what_is_not_a_report(tmp_path, capsys):
+    for content, needle in [(None, "not found"), ("[1, 2]", "expected a JSON object"), ('{"verdict": "PASS"}', "missing"),
+                            ("{broken", "not a JSON report")]:
+        path = tmp_path / "r.json"
+        if content is None:
+            path = tmp_path / "missing.json"
+        else:
+            path.write_text(content)
+        code, _, err = run(["report", path, "--format", "md"], capsys)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(["report", tmp_path, "--format", "md"], capsys)  # a directory
+    assert code == 2 and "is a directory" in err
+    code, _, err = run(["audit", tmp_path, "--forget", tmp_path, "--holdout", tmp_path, "--policy", tmp_path], capsys)
+    assert code == 2 and "is a directory" in err

@@ -36,19 +36,26 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _records(path: Path, kind: str) -> list[tuple[int, dict]]:
+def read_input(path: Path, kind: str) -> str:
+    """The text of an input file, or a one-line InputError naming it: missing, a directory, unreadable,
+    or not UTF-8. Every file the tool reads from the user goes through here."""
+    path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: {kind} file not found")
     if path.is_dir():
-        raise InputError(f"{path}: is a directory; expected a JSONL {kind} file")
+        raise InputError(f"{path}: is a directory; expected a {kind} file")
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read {kind} file ({exc.strerror})") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 (bad byte at offset {exc.start})") from None
+
+
+def _records(path: Path, kind: str) -> list[tuple[int, dict]]:
+    text = read_input(path, f"JSONL {kind}")
     if text.startswith("\ufeff"):
         raise InputError(f"{path}: starts with a byte-order mark; save it as UTF-8 without BOM")
     records = []

@@ -99,13 +99,12 @@ class Policy:
     @classmethod
     def from_toml(cls, path: Path) -> "Policy":
         """A flat TOML file of the fields above; unknown keys and wrong types are input errors."""
+        from .data import read_input
         from .errors import InputError
 
         try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{path}: policy file not found") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raw = tomllib.loads(read_input(path, "policy"))
+        except tomllib.TOMLDecodeError as exc:
             raise InputError(f"{path}: not valid TOML ({exc})") from None
         known = {f.name: f for f in fields(cls)}
         values = {}

@@ -21,12 +21,10 @@ for the quantized weights but not comparable with a real AWQ checkpoint's stored
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
-from .base import Scheme, SchemeUnavailable, out_in_weight, quantizable_modules
-from .calibration import block_stats, blocks
+from .base import Scheme, out_in_weight, write_weight
+from .calibration import block_stats, blocks, working_copy
 from .rtn import rtn_quantize
 
 N_GRID = 20
@@ -73,13 +71,7 @@ class AWQScheme(Scheme):
                 "skipped_modules": "lm_head (output embeddings) and embeddings"}
 
     def build(self, checkpoint, calibration=None):
-        if not calibration:
-            raise SchemeUnavailable("AWQ needs calibration text and none was given")
-        from transformers.pytorch_utils import Conv1D
-
-        model = copy.deepcopy(checkpoint.model).eval()
-        pad = checkpoint.tokenizer.pad_token_id if checkpoint.tokenizer.pad_token_id is not None else 0
-        modules = dict(quantizable_modules(model))
+        model, pad, modules = working_copy(checkpoint, calibration, "AWQ")
         # AWQ searches scales on the full-precision model (it quantizes only at the end), so all statistics
         # come from the original, block by block, before any weight is replaced.
         plan = []
@@ -99,7 +91,5 @@ class AWQScheme(Scheme):
             mod = modules[name]
             W = out_in_weight(mod).to(torch.float32)
             q = rtn_quantize(W if s is None else W * s, self.bits, self.group_size, symmetric=False)
-            q = q if s is None else q / s
-            with torch.no_grad():
-                mod.weight.copy_(q.t() if isinstance(mod, Conv1D) else q)
+            write_weight(mod, q if s is None else q / s)
         return model

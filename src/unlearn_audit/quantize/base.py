@@ -83,11 +83,15 @@ def out_in_weight(module: nn.Module) -> torch.Tensor:
     return module.weight.detach().t() if isinstance(module, Conv1D) else module.weight.detach()
 
 
-def fake_quantize(model: nn.Module, quantize: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Replace each quantizable weight by its dequantized value Q(w), in place."""
+def write_weight(module: nn.Module, q: torch.Tensor) -> None:
+    """Store an (out, in) matrix into a Linear, or transposed into a GPT-2 Conv1D."""
     from transformers.pytorch_utils import Conv1D
 
     with torch.no_grad():
-        for _, module in quantizable_modules(model):
-            q = quantize(out_in_weight(module))
-            module.weight.copy_(q.t() if isinstance(module, Conv1D) else q)
+        module.weight.copy_(q.t() if isinstance(module, Conv1D) else q)
+
+
+def fake_quantize(model: nn.Module, quantize: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Replace each quantizable weight by its dequantized value Q(w), in place."""
+    for _, module in quantizable_modules(model):
+        write_weight(module, quantize(out_in_weight(module)))

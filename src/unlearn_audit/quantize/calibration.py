@@ -15,13 +15,14 @@ audit uses the retain set when one is given and otherwise the generic text shipp
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .base import quantizable_modules
+from .base import SchemeUnavailable, quantizable_modules
 
 MAX_TOKENS = 512  # per calibration sequence
 _BLOCK = re.compile(r"^(.*?\.\d+)\.")
@@ -114,3 +115,12 @@ def block_stats(model: nn.Module, block: Block, calibration: list[list[int]], pa
         for h in handles:
             h.remove()
     return stats
+
+
+def working_copy(checkpoint, calibration: list[list[int]] | None, method: str) -> tuple[nn.Module, int, dict]:
+    """A copy of the model to quantize in place, the pad id for calibration batches, and its modules."""
+    if not calibration:
+        raise SchemeUnavailable(f"{method} needs calibration text and none was given")
+    model = copy.deepcopy(checkpoint.model).eval()
+    pad = checkpoint.tokenizer.pad_token_id if checkpoint.tokenizer.pad_token_id is not None else 0
+    return model, pad, dict(quantizable_modules(model))

@@ -21,12 +21,10 @@ denormal arithmetic made CPU GPTQ about 25× slower with identical results.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
-from .base import Scheme, SchemeUnavailable, out_in_weight, quantizable_modules
-from .calibration import block_stats, blocks
+from .base import Scheme, out_in_weight, write_weight
+from .calibration import block_stats, blocks, working_copy
 from .rtn import rtn_codes
 
 LAZY_BLOCK = 128
@@ -89,13 +87,7 @@ class GPTQScheme(Scheme):
                 "skipped_modules": "lm_head (output embeddings) and embeddings"}
 
     def build(self, checkpoint, calibration=None):
-        if not calibration:
-            raise SchemeUnavailable("GPTQ needs calibration text and none was given")
-        from transformers.pytorch_utils import Conv1D
-
-        model = copy.deepcopy(checkpoint.model).eval()
-        pad = checkpoint.tokenizer.pad_token_id if checkpoint.tokenizer.pad_token_id is not None else 0
-        modules = dict(quantizable_modules(model))
+        model, pad, modules = working_copy(checkpoint, calibration, "GPTQ")
         torch.set_flush_denormal(True)
         try:
             for block in blocks(model):
@@ -106,8 +98,7 @@ class GPTQScheme(Scheme):
                         q = rtn_codes(out_in_weight(mod), self.bits, self.group_size).dequantize()
                     else:
                         q = gptq_quantize(out_in_weight(mod), stats[name].hessian(), self.bits, self.group_size)
-                    with torch.no_grad():
-                        mod.weight.copy_(q.t() if isinstance(mod, Conv1D) else q)
+                    write_weight(mod, q)
         finally:
             torch.set_flush_denormal(False)
         return model

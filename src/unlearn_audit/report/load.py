@@ -10,20 +10,21 @@ import copy
 import json
 from pathlib import Path
 
+from ..data import read_input
 from ..errors import InputError
 from ..policy import Policy, Result, judge
 
 
 def load_report(path: Path) -> dict:
     try:
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: report file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        report = json.loads(read_input(path, "report"))
+    except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not a JSON report ({exc})") from None
+    if not isinstance(report, dict):
+        raise InputError(f"{path}: not an unlearn-audit report (expected a JSON object)")
     missing = [k for k in ("schema_version", "verdict", "variants", "results", "checks", "config", "run") if k not in report]
-    if not isinstance(report, dict) or missing:
-        raise InputError(f"{path}: not an unlearn-audit report (missing {', '.join(missing) or 'an object'})")
+    if missing:
+        raise InputError(f"{path}: not an unlearn-audit report (missing {', '.join(missing)})")
     return report
 
 
