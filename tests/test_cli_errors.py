@@ -151,7 +151,9 @@ def test_library_backend_runs_the_twins_and_records_what_it_cannot_run(untrained
     code, err = run(["audit", untrained, "--forget", good, "--holdout", good, "--backend", "lib"], capsys)
     one_line_error(code, err, "--backend must be 'reference' or 'library'")
     out = tmp_path / "lib"
-    code, _ = run(["audit", untrained, "--forget", good, "--holdout", good, "--schemes", "fp32,nf4,rtn-int4-asym,gptq-int4",
+    holdout = root / "holdout.jsonl"
+    holdout.write_text("".join(json.dumps({"text": f"another text {i}"}) + "\n" for i in range(12)))
+    code, _ = run(["audit", untrained, "--forget", good, "--holdout", holdout, "--schemes", "fp32,nf4,rtn-int4-asym,gptq-int4",
                    "--backend", "library", "--out", out, "--format", "json"], capsys)
     report = json.loads((out / "report.json").read_text())
     assert schema_errors(report) == []
@@ -171,3 +173,33 @@ def test_device_and_dtype_conflicts_are_one_line_errors(untrained, sets, capsys)
     one_line_error(*run([*base, "--device", "tpu"], capsys), "--device must be")
     if not torch.cuda.is_available():
         one_line_error(*run([*base, "--device", "cuda"], capsys), "no CUDA device")
+
+
+def test_overlapping_sets_are_refused_and_duplicates_noted(untrained, sets, capsys, tmp_path):
+    root, good = sets
+    holdout = root / "holdout.jsonl"
+    holdout.write_text("".join(json.dumps({"text": f"other document {i}"}) + "\n" for i in range(11)) + json.dumps({"text": "document number 3"}) + "\n")
+    one_line_error(*run(["audit", untrained, "--forget", good, "--holdout", holdout], capsys), "1 text(s) also appear in the forget set")
+    dup = root / "dup.jsonl"
+    dup.write_text(good.read_text() + json.dumps({"text": "document number 0"}) + "\n")
+    holdout.write_text("".join(json.dumps({"text": f"other document {i}"}) + "\n" for i in range(12)))
+    code, err = run(["audit", untrained, "--forget", dup, "--holdout", holdout, "--schemes", "fp32", "--out", tmp_path / "o"], capsys)
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert "note: forget: 1 duplicate record(s)" in err
+    assert any("1 duplicate record(s)" in n for n in report["config"]["notes"])
+
+
+def test_nan_weights_are_a_finding_not_a_verdict(untrained, sets, capsys, tmp_path):
+    from unlearn_audit.models.loading import load_checkpoint
+
+    _, good = sets
+    ckpt = load_checkpoint(untrained)
+    with torch.no_grad():
+        ckpt.model.model.layers[0].mlp.up_proj.weight[0, 0] = float("nan")
+    broken = write_checkpoint(ckpt.model, ckpt.tokenizer, tmp_path / "nan")
+    other = tmp_path / "holdout.jsonl"
+    other.write_text("".join(json.dumps({"text": f"another text {i}"}) + "\n" for i in range(12)))
+    code, err = run(["audit", broken, "--forget", good, "--holdout", other, "--schemes", "fp32", "--out", tmp_path / "o"], capsys)
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert code == 1 and report["verdict"] == "INCONCLUSIVE"
+    assert "NaN or Inf" in report["verdict_reason"] and "mlp.up_proj.weight" in report["verdict_reason"]

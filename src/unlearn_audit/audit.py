@@ -84,8 +84,23 @@ def _same_tokenizer(a: Checkpoint, b: Checkpoint) -> None:
         raise InputError(f"{b.path}: the {b.role} model's tokenizer differs from the audited model's")
 
 
+def check_sets(data: AuditData) -> list[str]:
+    """Refuse a forget set that shares texts with the holdout set (membership inference compares the
+    two, so a shared text is both member and non-member); note duplicates within a set."""
+    shared = set(data.forget.texts) & set(data.holdout.texts)
+    if shared:
+        raise InputError(f"{data.holdout.path}: {len(shared)} text(s) also appear in the forget set {data.forget.path}; "
+                         "forget and holdout must be disjoint for the membership test")
+    notes = []
+    for name in ("forget", "holdout", "retain"):
+        ts = getattr(data, name)
+        if ts is not None and len(set(ts.texts)) < len(ts.texts):
+            notes.append(f"{name}: {len(ts.texts) - len(set(ts.texts))} duplicate record(s) in {ts.path}, each scored as given")
+    return notes
+
+
 def _workload(ckpt: Checkpoint, data: AuditData, cfg: AuditConfig) -> _Workload:
-    tok, notes = ckpt.tokenizer, []
+    tok, notes = ckpt.tokenizer, check_sets(data)
     vm = {}
     for split, ts in (("forget", data.forget), ("holdout", data.holdout)):
         items, short = verbmem.prepare(tok, ts.texts, cfg.muse_strict)
@@ -263,6 +278,7 @@ def run_audit(
     for other in (original, reference):
         if other is not None:
             _same_tokenizer(ckpt, other)
+    nonfinite = [n for n, p in ckpt.model.named_parameters() if not torch.isfinite(p).all()]
     tok = ckpt.tokenizer
     work = _workload(ckpt, data, cfg)
     timings["load_s"] = time.perf_counter() - t
@@ -316,6 +332,11 @@ def run_audit(
         timings[f"{scheme.name}_s"] = time.perf_counter() - t
 
     checks, verdict, reason = judge(results, variants, cfg.policy)
+    if nonfinite:  # a finding about the checkpoint: its outputs mean nothing, so no PASS and no FAIL
+        verdict = "INCONCLUSIVE"
+        reason = (f"the audited model's weights contain NaN or Inf in {len(nonfinite)} tensor(s) "
+                  f"({', '.join(nonfinite[:3])}{', …' if len(nonfinite) > 3 else ''}); its outputs are not meaningful")
+        work.notes.append(reason)
     report = build_report(
         ckpt=ckpt, original=original, reference=reference, data=data, cfg=cfg, schemes=schemes,
         work=work, ref_info=ref_info, variants=variants, results=results, checks=checks,

@@ -71,6 +71,8 @@ def _emit(report: dict, fmt: str, out: Optional[Path], fail_on: str = "inconclus
     from .report.console import render
     from .report.write import to_json_text
 
+    for note in report["config"].get("notes", []):
+        _say(f"note: {note}")
     if out is not None:
         _write_outputs(out, report)
     if fmt == "json":
