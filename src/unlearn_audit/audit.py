@@ -221,6 +221,28 @@ def _index(outs: list[ProbeOutput]) -> dict:
     return {((o.probe, o.split) if o.probe != "mink" else (o.probe, o.split, o.metric)): o.values for o in outs}
 
 
+def _changed_inputs(data: AuditData, models: list[Checkpoint]) -> list[str]:
+    """Files whose sha256 differs now from when they were read at the start (the report's hashes)."""
+    from pathlib import Path
+
+    from .data import sha256_file
+
+    changed = []
+    for ts in vars(data).values():
+        if ts is None or ts.sha256 == "-":  # "-": built in memory (the benchmark script), no file behind it
+            continue
+        if not Path(ts.path).is_file():
+            changed.append(f"{ts.path} (removed)")
+        elif sha256_file(Path(ts.path)) != ts.sha256:
+            changed.append(ts.path)
+    for m in models:
+        for name, digest in m.file_hashes.items():
+            f = Path(m.path) / name
+            if not f.is_file() or sha256_file(f) != digest:
+                changed.append(str(f))
+    return changed
+
+
 def _variant(scheme, ckpt, original, tok, work, cfg, on_step):
     """Build one variant (and the original's), probe both, and free them: at most one quantized copy
     beside the loaded models at any time."""
@@ -332,6 +354,10 @@ def run_audit(
         timings[f"{scheme.name}_s"] = time.perf_counter() - t
 
     checks, verdict, reason = judge(results, variants, cfg.policy)
+    changed = _changed_inputs(data, [m for m in (ckpt, original, reference) if m is not None])
+    if changed:  # the evidence no longer describes the files on disk
+        verdict, reason = "INCONCLUSIVE", f"input changed during the audit: {', '.join(changed)}"
+        work.notes.append(reason)
     if nonfinite:  # a finding about the checkpoint: its outputs mean nothing, so no PASS and no FAIL
         verdict = "INCONCLUSIVE"
         reason = (f"the audited model's weights contain NaN or Inf in {len(nonfinite)} tensor(s) "

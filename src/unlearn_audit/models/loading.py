@@ -100,6 +100,10 @@ def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu") 
         ).to(device)
     except Exception as exc:
         raise InputError(f"{p}: cannot load the model weights ({_first_line(exc)})") from None
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:  # token ids past the embedding would index out of range (fewer is normal padding)
+        raise InputError(f"{p}: the tokenizer has {len(tokenizer)} tokens but the model's embedding has only {rows} rows; "
+                         "they do not belong together")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     hashes = {f.name: sha256_file(f) for f in sorted(p.glob("*.safetensors"))}
