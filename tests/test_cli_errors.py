@@ -203,3 +203,19 @@ def test_nan_weights_are_a_finding_not_a_verdict(untrained, sets, capsys, tmp_pa
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert code == 1 and report["verdict"] == "INCONCLUSIVE"
     assert "NaN or Inf" in report["verdict_reason"] and "mlp.up_proj.weight" in report["verdict_reason"]
+
+
+def test_reference_auc_is_recorded_and_checked(untrained, sets, capsys, tmp_path):
+    root, good = sets
+    holdout = root / "holdout.jsonl"
+    holdout.write_text("".join(json.dumps({"text": f"another text {i}"}) + "\n" for i in range(12)))
+    base = ["audit", untrained, "--forget", good, "--holdout", holdout, "--schemes", "fp32"]
+    one_line_error(*run([*base, "--reference-auc", "1.5"], capsys), "strictly between 0 and 1")
+    one_line_error(*run([*base, "--reference-auc", "0.5", "--reference", untrained], capsys), "conflict")
+    run([*base, "--reference-auc", "0.4772", "--out", tmp_path / "o"], capsys)
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    ref = report["config"]["privleak_reference"]
+    assert ref["auc"] == 0.4772 and ref["source"].startswith("--reference-auc")
+    auc = next(r for r in report["results"] if r["variant"] == "fp32" and r["metric"] == "auc")["value"]
+    leak = next(r for r in report["results"] if r["variant"] == "fp32" and r["metric"] == "privleak")["value"]
+    assert leak == pytest.approx((auc - 0.4772) / 0.4772 * 100)

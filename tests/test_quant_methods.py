@@ -112,3 +112,42 @@ def test_library_backend_swaps_in_twins_and_skips_with_a_reason():
     with pytest.raises(SchemeUnavailable, match="GPTQ"):
         got[4].build(None)
     assert [s.name for s in parse_schemes("nf4,gptq-int4")] == ["nf4", "gptq-int4"]
+
+
+@pytest.mark.parametrize("name", ["prune-magnitude-20", "prune-layer-30"])
+def test_pruning_zeroes_exactly_the_requested_fraction(name):
+    from unlearn_audit.benchmark import tiny
+    from unlearn_audit.quantize.base import out_in_weight, quantizable_modules
+    from unlearn_audit.quantize.registry import get_scheme
+
+    model = tiny.tiny_llama(300, hidden=64, layers=2, seed=4)
+    scheme = get_scheme(name)
+    pruned = scheme.build(type("C", (), {"model": model})())
+    fraction = scheme.params()["fraction"]
+    before = [out_in_weight(m) for _, m in quantizable_modules(model)]
+    after = [out_in_weight(m) for _, m in quantizable_modules(pruned)]
+    if scheme.per_layer:
+        for b, a in zip(before, after):
+            assert int((a == 0).sum()) == int(fraction * b.numel())
+    else:
+        total = sum(b.numel() for b in before)
+        assert sum(int((a == 0).sum()) for a in after) == int(fraction * total)
+        cut = max(float(b[a == 0].abs().max()) for b, a in zip(before, after) if (a == 0).any())
+        kept = min(float(b[a != 0].abs().min()) for b, a in zip(before, after))
+        assert cut <= kept  # globally: nothing kept is smaller than anything pruned
+    for b, a in zip(before, after):
+        assert torch.equal(a[a != 0], b[a != 0])  # the rest is untouched
+
+
+def test_noise_is_reproducible_by_seed_and_scaled_to_each_tensor():
+    from unlearn_audit.benchmark import tiny
+    from unlearn_audit.quantize.base import out_in_weight, quantizable_modules
+    from unlearn_audit.quantize.perturb import GaussianNoise
+
+    model = tiny.tiny_llama(300, hidden=64, layers=2, seed=4)
+    ckpt = type("C", (), {"model": model})()
+    a, b, c = GaussianNoise(0.05, 0).build(ckpt), GaussianNoise(0.05, 0).build(ckpt), GaussianNoise(0.05, 1).build(ckpt)
+    wa, wb, wc = (out_in_weight(quantizable_modules(m)[0][1]) for m in (a, b, c))
+    w = out_in_weight(quantizable_modules(model)[0][1])
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+    assert float((wa - w).std() / w.std()) == pytest.approx(0.05, rel=0.1)

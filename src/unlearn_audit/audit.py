@@ -58,6 +58,7 @@ class AuditConfig:
     policy_source: str = "tool defaults (README, 'The verdict')"
     device: str = "cpu"  # where variants run; quantization itself always happens in float32 on the CPU
     dtype: str = "float32"  # compute dtype of fake-quantized variants (bfloat16 only on a GPU)
+    reference_auc: float | None = None  # PrivLeak's reference AUC when no retrained model is available
     backend: str = "reference"  # or "library": run each preset through its library twin where one runs
 
 
@@ -306,6 +307,9 @@ def run_audit(
     timings["load_s"] = time.perf_counter() - t
 
     ref_scores, ref_info = None, {"source": "fixed 0.5 (no --reference given)", "auc": 0.5}
+    if cfg.reference_auc is not None:  # a published constant, e.g. MUSE's 0.4772 (NEWS) or 0.5393 (BOOKS)
+        ref_scores = (None, None, cfg.reference_auc)
+        ref_info = {"source": "--reference-auc (given by the user, not measured)", "auc": cfg.reference_auc}
     headline = f"min_k_{round(definitions()['mink']['headline_k'] * 100)}"
     if reference is not None:
         t = time.perf_counter()

@@ -150,6 +150,7 @@ def audit(
     calibration: Optional[Path] = typer.Option(None, help="Calibration text for gptq/awq, JSONL (default: retain, else shipped text)."),
     original: Optional[Path] = typer.Option(None, help="The model before unlearning (for retention)."),
     reference: Optional[Path] = typer.Option(None, help="A model retrained without the forget set."),
+    reference_auc: Optional[float] = typer.Option(None, help="Known reference AUC instead of --reference (MUSE: 0.4772 NEWS, 0.5393 BOOKS)."),
     schemes: str = typer.Option(",".join(["fp32", "rtn-int8", "rtn-int4", "bnb-fp4"]), help="Comma-separated scheme names (see `schemes`)."),
     out: Optional[Path] = typer.Option(None, envvar="UNLEARN_AUDIT_OUT", help="Directory for report.json."),
     seed: int = typer.Option(0, help="Seed for the bootstrap and any randomness."),
@@ -176,6 +177,9 @@ def audit(
     parse_schemes(schemes, backend)  # checks --backend
     pol, pol_source = _policy(policy)
     device, dtype = _device(device, dtype)
+    if reference_auc is not None and (reference is not None or not 0 < reference_auc < 1):
+        raise InputError("--reference-auc must lie strictly between 0 and 1" if reference is None
+                         else "--reference and --reference-auc conflict: give the retrained model or its AUC, not both")
     data = AuditData(
         forget=load_texts(forget),
         holdout=load_texts(holdout),
@@ -187,7 +191,7 @@ def audit(
         calibration=load_texts(calibration) if calibration else None,
     )
     cfg = AuditConfig(schemes=names, seed=seed, batch_size=batch_size, muse_strict=muse_strict, backend=backend, policy=pol,
-                      device=device, dtype=dtype,
+                      device=device, dtype=dtype, reference_auc=reference_auc,
                       **({"policy_source": f"policy file {pol_source}"} if pol_source else {}))
     with _Steps() as steps:
         report = run_audit(

@@ -14,6 +14,7 @@ from .codebook import CodebookScheme
 from .fp32 import FullPrecision
 from .ggml import GGMLScheme
 from .gptq import GPTQScheme
+from .perturb import GaussianNoise, MagnitudePrune
 from .rtn import RTNScheme
 
 SCHEMES: dict[str, Callable[[], Scheme]] = {
@@ -38,6 +39,10 @@ SCHEMES: dict[str, Callable[[], Scheme]] = {
     # torchao, the library cross-check for the asymmetric RTN presets.
     **{f"torchao-int{b}-asym": (lambda b=b: TorchAOScheme(b, symmetric=False)) for b in (8, 4, 3, 2)},
     "torchao-int8": lambda: TorchAOScheme(8, symmetric=True),
+    # Recovery attacks beyond quantization (perturb.py): pruning and weight noise.
+    **{f"prune-magnitude-{p}": (lambda p=p: MagnitudePrune(p)) for p in (10, 20, 30)},
+    **{f"prune-layer-{p}": (lambda p=p: MagnitudePrune(p, per_layer=True)) for p in (10, 20, 30)},
+    **{f"noise-{s:g}": (lambda s=s: GaussianNoise(s)) for s in (0.01, 0.05)},
     # llama.cpp's block formats through gguf.quants.
     **{f"gguf-{k}": (lambda k=k: GGMLScheme(k)) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")},
 }
