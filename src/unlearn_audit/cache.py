@@ -29,6 +29,7 @@ def variant_key(scheme, ckpt, original, data, cfg) -> str:
         "scheme": {"name": scheme.name, **scheme.params()},
         "muse_strict": cfg.muse_strict,
         "backend": cfg.backend,
+        "compute": [cfg.device, cfg.dtype],  # bfloat16 compute changes generations
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
