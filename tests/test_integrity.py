@@ -84,3 +84,69 @@ def test_broken_checkpoints_are_one_line_errors(tmp_path, capsys):
             main([str(a) for a in ["audit", model, "--forget", good, "--holdout", hold, "--schemes", "fp32"]])
         err = capsys.readouterr().err
         assert exc.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def _sets(tmp_path):
+    forget, hold = tmp_path / "f.jsonl", tmp_path / "h.jsonl"
+    forget.write_text("".join(json.dumps({"text": f"forget document {i} " * 3}) + "\n" for i in range(12)))
+    hold.write_text("".join(json.dumps({"text": f"holdout document {i} " * 3}) + "\n" for i in range(12)))
+    return forget, hold
+
+
+def test_a_full_disk_leaves_nothing_half_written(bench, tmp_path, capsys, monkeypatch):
+    import errno
+
+    forget, hold = _sets(tmp_path)
+    out = tmp_path / "out"
+    real_fsync = os.fsync
+    calls = []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == 2:  # the second of the three report files hits a full disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in ["audit", bench["clean"], "--forget", forget, "--holdout", hold, "--schemes", "fp32", "--out", out]])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "No space left on device" in err and "Traceback" not in err
+    assert [p.name for p in out.iterdir() if p.name != ".cache"] == []  # no report, no view, no temp file
+
+
+def test_tokenizer_of_the_original_must_match(bench, tmp_path, capsys):
+    forget, hold = _sets(tmp_path)
+    tok = tiny.train_tokenizer(["an entirely different corpus for another tokenizer"] * 4, vocab_size=300)
+    other = write_checkpoint(tiny.tiny_llama(len(tok), hidden=32, layers=1), tok, tmp_path / "other")
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in ["audit", bench["clean"], "--forget", forget, "--holdout", hold, "--original", other]])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "tokenizer differs" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_record_longer_than_the_context_is_truncated_and_said(bench, tmp_path, capsys):
+    forget, hold = _sets(tmp_path)
+    long = " ".join(f"word{i}" for i in range(3000))
+    forget.write_text(forget.read_text() + json.dumps({"text": long}) + "\n")
+    with pytest.raises(SystemExit):
+        main([str(a) for a in ["audit", bench["clean"], "--forget", forget, "--holdout", hold, "--schemes", "fp32", "--out", tmp_path / "o"]])
+    err = capsys.readouterr().err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert any("longer than the context" in n for n in report["config"]["notes"]) and "longer than the context" in err
+
+
+def test_ctrl_c_during_an_audit_exits_130_without_a_report(bench, tmp_path):
+    forget, hold = _sets(tmp_path)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", "from unlearn_audit.cli import main; main()", "audit", str(bench["memoriser"]), "--forget", str(forget),
+           "--holdout", str(hold), "--schemes", ",".join(["fp32"] + [f"rtn-int{b}" for b in (8, 6, 5, 4, 3, 2)]), "--out", str(out)]
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=restore)
+    deadline = time.time() + 120
+    while not list((out / ".cache").glob("*.json")) and time.time() < deadline:  # the first variant is done
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130 and err.strip().endswith("unlearn-audit: interrupted")
+    assert not (out / "report.json").exists()

@@ -85,14 +85,15 @@ def _emit(report: dict, fmt: str, out: Optional[Path], fail_on: str = "inconclus
 
 
 def _write_outputs(out: Path, report: dict) -> None:
-    """samples.jsonl, report.html, then report.json: each atomic, the JSON last, so a report.json on disk
-    always comes with its views."""
+    """samples.jsonl, report.html and report.json as one atomic unit."""
     from .report.render import html
-    from .report.write import write_json_atomic, write_samples, write_text_atomic
+    from .report.write import samples_text, to_json_text, write_files_atomic
 
-    write_samples(out / "samples.jsonl", report)
-    write_text_atomic(out / "report.html", html(report))
-    write_json_atomic(out / "report.json", report)
+    files = {out / "samples.jsonl": samples_text(report), out / "report.html": html(report), out / "report.json": to_json_text(report)}
+    try:
+        write_files_atomic(files)
+    except OSError as exc:  # e.g. a full disk: nothing half-written is left, and the user is told plainly
+        raise InputError(f"{out}: cannot write the report ({exc.strerror or exc})") from None
 
 
 def _device(device: str, dtype: str) -> tuple[str, str]:

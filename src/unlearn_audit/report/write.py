@@ -42,7 +42,28 @@ def write_json_atomic(path: Path, obj: dict) -> None:
     write_text_atomic(path, to_json_text(obj))
 
 
-def write_samples(path: Path, report: dict) -> None:
+def samples_text(report: dict) -> str:
     """Per-document values, one JSON line per (variant, model, probe, split, metric), for reanalysis."""
     lines = [json.dumps(sanitize(s), ensure_ascii=False, allow_nan=False) for s in report.get("samples", [])]
-    write_text_atomic(path, "".join(line + "\n" for line in lines))
+    return "".join(line + "\n" for line in lines)
+
+
+def write_files_atomic(files: dict[Path, str]) -> None:
+    """Several files as one unit: all are written to temporary siblings first and renamed only when
+    every write succeeded, so a failure (a full disk) leaves the previous set or nothing new."""
+    temps: list[tuple[str, Path]] = []
+    try:
+        for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
+        raise
