@@ -219,3 +219,15 @@ def test_reference_auc_is_recorded_and_checked(untrained, sets, capsys, tmp_path
     auc = next(r for r in report["results"] if r["variant"] == "fp32" and r["metric"] == "auc")["value"]
     leak = next(r for r in report["results"] if r["variant"] == "fp32" and r["metric"] == "privleak")["value"]
     assert leak == pytest.approx((auc - 0.4772) / 0.4772 * 100)
+
+
+def test_a_finding_survives_rejudging():
+    from unlearn_audit.policy import Policy
+    from unlearn_audit.report.load import rejudge
+
+    report = {"verdict": "INCONCLUSIVE", "verdict_reason": "x", "variants": [], "results": [], "checks": [],
+              "config": {"policy": {}}, "findings": ["input changed during the audit: f.jsonl"]}
+    out = rejudge(report, Policy(min_documents=1), "a lenient policy")
+    assert out["verdict"] == "INCONCLUSIVE" and out["verdict_reason"].startswith("input changed")
+    report["findings"] = []
+    assert rejudge(report, Policy(min_documents=1), "a lenient policy")["verdict"] == "INCONCLUSIVE"  # nothing judged

@@ -358,20 +358,23 @@ def run_audit(
         timings[f"{scheme.name}_s"] = time.perf_counter() - t
 
     checks, verdict, reason = judge(results, variants, cfg.policy)
+    # Findings about the inputs themselves: no policy can turn them into PASS or FAIL (re-judging keeps them).
+    findings = []
     changed = _changed_inputs(data, [m for m in (ckpt, original, reference) if m is not None])
     if changed:  # the evidence no longer describes the files on disk
-        verdict, reason = "INCONCLUSIVE", f"input changed during the audit: {', '.join(changed)}"
-        work.notes.append(reason)
-    if nonfinite:  # a finding about the checkpoint: its outputs mean nothing, so no PASS and no FAIL
-        verdict = "INCONCLUSIVE"
-        reason = (f"the audited model's weights contain NaN or Inf in {len(nonfinite)} tensor(s) "
-                  f"({', '.join(nonfinite[:3])}{', …' if len(nonfinite) > 3 else ''}); its outputs are not meaningful")
-        work.notes.append(reason)
+        findings.append(f"input changed during the audit: {', '.join(changed)}")
+    if nonfinite:  # the checkpoint's outputs mean nothing
+        findings.append(f"the audited model's weights contain NaN or Inf in {len(nonfinite)} tensor(s) "
+                        f"({', '.join(nonfinite[:3])}{', …' if len(nonfinite) > 3 else ''}); its outputs are not meaningful")
+    if findings:
+        verdict, reason = "INCONCLUSIVE", findings[0]
+        work.notes.extend(findings)
     report = build_report(
         ckpt=ckpt, original=original, reference=reference, data=data, cfg=cfg, schemes=schemes,
         work=work, ref_info=ref_info, variants=variants, results=results, checks=checks,
         verdict=verdict, reason=reason, samples=samples, evidence=evidence, timings=timings, started=started,
         forensics=weights,
     )
+    report["findings"] = findings
     report["run"]["resumed_variants"] = cached  # read from the resume cache, not recomputed
     return report

@@ -31,6 +31,8 @@ def load_report(path: Path) -> dict:
 def rejudge(report: dict, policy: Policy, source: str) -> dict:
     results = [Result.from_dict(r) for r in report["results"]]
     checks, verdict, reason = judge(results, report["variants"], policy)
+    if report.get("findings"):  # changed inputs, NaN weights: facts about the audit, not thresholds
+        verdict, reason = "INCONCLUSIVE", report["findings"][0]
     out = copy.deepcopy(report)
     out.update(verdict=verdict, verdict_reason=reason, checks=[c.to_dict() for c in checks])
     out["config"].update(policy=policy.to_dict(), policy_sha256=policy.sha256(), policy_source=source)
