@@ -231,3 +231,16 @@ def test_a_finding_survives_rejudging():
     assert out["verdict"] == "INCONCLUSIVE" and out["verdict_reason"].startswith("input changed")
     report["findings"] = []
     assert rejudge(report, Policy(min_documents=1), "a lenient policy")["verdict"] == "INCONCLUSIVE"  # nothing judged
+
+
+def test_the_new_flags_refuse_wrong_values(untrained, sets, capsys, tmp_path):
+    _, good = sets
+    base = ["audit", untrained, "--forget", good, "--holdout", good]
+    one_line_error(*run([*base, "--fail-on", "sometimes"], capsys), "--fail-on must be")
+    one_line_error(*run(["demo", "--out", tmp_path / "d", "--sure-lr", "0"], capsys), "--sure-lr must be positive")
+    one_line_error(*run(["demo", "--out", tmp_path / "d", "--saliency-percentile", "100"], capsys), "--saliency-percentile")
+    one_line_error(*run(["report", good, "--format", "pdf"], capsys), "--format must be one of")
+    one_line_error(*run(["diff", untrained, untrained, "--out", tmp_path], capsys), "must be a file path")
+    one_line_error(*run(["quantize", untrained, "--scheme", "gptq-int4", "--out", tmp_path / "q", "--calibration", tmp_path / "none.jsonl"], capsys),
+                   "not found")
+    assert not (tmp_path / "d").exists() and not (tmp_path / "q").exists()
