@@ -148,7 +148,7 @@ def bare(model, tok, work, batch_size: int) -> dict:
 def _child(args) -> None:
     torch.set_num_threads(usable_cpus())
     ckpt = load_checkpoint(args.model)
-    work = _workload(ckpt, _data(args.n), AuditConfig(schemes=()))
+    work = _workload(ckpt, _data(args.n), AuditConfig(schemes=()), [])
     timings, results, tokens = {}, {}, 0
     for name in args.schemes.split(","):
         model = get_scheme(name).build(ckpt).eval()

@@ -100,7 +100,7 @@ def check_sets(data: AuditData) -> list[str]:
     return notes
 
 
-def _workload(ckpt: Checkpoint, data: AuditData, cfg: AuditConfig) -> _Workload:
+def _workload(ckpt: Checkpoint, data: AuditData, cfg: AuditConfig, schemes: list) -> _Workload:
     tok, notes = ckpt.tokenizer, check_sets(data)
     vm = {}
     for split, ts in (("forget", data.forget), ("holdout", data.holdout)):
@@ -133,7 +133,7 @@ def _workload(ckpt: Checkpoint, data: AuditData, cfg: AuditConfig) -> _Workload:
             notes.append(f"mink: {cut} {split} text(s) longer than the context ({max_len}) were truncated")
     zl = {split: mink.zlib_sizes(tok, seqs) for split, seqs in mk.items()}
     work = _Workload(vm, km, mk, zl, icl_source, notes)
-    if any(s.calibrated for s in resolve_schemes(cfg)):
+    if any(s.calibrated for s in schemes):
         work.calibration, work.calibration_source = calibration_tokens(tok, data.calibration or data.retain,
                                                                        "--calibration" if data.calibration else "retain set")
     return work
@@ -303,7 +303,7 @@ def run_audit(
             _same_tokenizer(ckpt, other)
     nonfinite = [n for n, p in ckpt.model.named_parameters() if not torch.isfinite(p).all()]
     tok = ckpt.tokenizer
-    work = _workload(ckpt, data, cfg)
+    work = _workload(ckpt, data, cfg, schemes)
     timings["load_s"] = time.perf_counter() - t
 
     ref_scores, ref_info = None, {"source": "fixed 0.5 (no --reference given)", "auc": 0.5}
