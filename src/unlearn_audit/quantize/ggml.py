@@ -13,7 +13,7 @@ the library's own dequantization, ``(x - m) / d``, which is exact for these smal
 
 llama.cpp's file types also keep some tensors at other types (Q4_0 files store the output layer as
 Q6_K); like the paper, these presets quantize every Linear except the output head and leave the head
-and embeddings in full precision. The K-quants (Q4_K_M, Q6_K) need llama.cpp itself and are not here.
+and embeddings in full precision. The K-quants (Q4_K_M, Q6_K) need llama.cpp itself: see llamacpp.py.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from .codebook import CodebookScheme
 from .fp32 import FullPrecision
 from .ggml import GGMLScheme
 from .gptq import GPTQScheme
+from .llamacpp import LlamaCppScheme
 from .perturb import GaussianNoise, MagnitudePrune
 from .rtn import RTNScheme
 
@@ -45,6 +46,8 @@ SCHEMES: dict[str, Callable[[], Scheme]] = {
     **{f"noise-{s:g}": (lambda s=s: GaussianNoise(s)) for s in (0.01, 0.05)},
     # llama.cpp's block formats through gguf.quants.
     **{f"gguf-{k}": (lambda k=k: GGMLScheme(k)) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")},
+    # llama.cpp's K-quant file types through llama.cpp itself (the [llamacpp] extra).
+    **{f"gguf-{k}": (lambda k=k: LlamaCppScheme(k)) for k in ("q4_k_m", "q6_k")},
 }
 
 DEFAULT_SCHEMES = ("fp32", "rtn-int8", "rtn-int4", "bnb-fp4")
