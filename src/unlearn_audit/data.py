@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ class TextSet:
     path: str
     sha256: str
     texts: tuple[str, ...]
+    records: int | None = None  # records in the file, when ``texts`` is a sample of them (``limit``)
 
 
 @dataclass(frozen=True)
@@ -54,24 +57,62 @@ def read_input(path: Path, kind: str) -> str:
         raise InputError(f"{path}: not UTF-8 (bad byte at offset {exc.start})") from None
 
 
-def _records(path: Path, kind: str) -> list[tuple[int, dict]]:
-    text = read_input(path, f"JSONL {kind}")
-    if text.startswith("\ufeff"):
-        raise InputError(f"{path}: starts with a byte-order mark; save it as UTF-8 without BOM")
-    records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        records.append((lineno, obj))
-    if not records:
+def _open_input(path: Path, kind: str):
+    """An input file opened for binary reading, or the same one-line errors as ``read_input``."""
+    if not path.exists():
+        raise InputError(f"{path}: {kind} file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; expected a {kind} file")
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {kind} file ({exc.strerror})") from None
+
+
+def _parse_line(path: Path, lineno: int, line: str):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+    except RecursionError:  # json is recursive: thousands of nested brackets exhaust the stack
+        raise InputError(f"{path}:{lineno}: invalid JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer longer than Python converts (4300 digits)
+        raise InputError(f"{path}:{lineno}: invalid JSON ({exc})") from None
+
+
+def _records(path: Path, kind: str, digest) -> Iterator[tuple[int, dict]]:
+    """The file's records, streamed one line at a time: memory holds one line, not the file, and every
+    byte read also goes into ``digest`` so the file is hashed in the same pass. Lines end at ``\n``
+    (JSONL's separator; a ``\r`` before it is JSON whitespace), so a U+2028 inside a string is not a
+    line break."""
+    kind_name = f"JSONL {kind}"
+    offset, lineno, found = 0, 0, False
+    with _open_input(path, kind_name) as fh:
+        while True:
+            try:
+                raw = fh.readline()
+            except OSError as exc:
+                raise InputError(f"{path}: cannot read {kind_name} file ({exc.strerror})") from None
+            if not raw:
+                break
+            digest.update(raw)
+            lineno += 1
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raise InputError(f"{path}: starts with a byte-order mark; save it as UTF-8 without BOM")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}: not UTF-8 (bad byte at offset {offset + exc.start})") from None
+            offset += len(raw)
+            if not line.strip():
+                continue
+            obj = _parse_line(path, lineno, line)
+            if not isinstance(obj, dict):
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            found = True
+            yield lineno, obj
+    if not found:
         raise InputError(f"{path}: empty {kind} file (no records)")
-    return records
 
 
 def _field(path: Path, lineno: int, obj: dict, key: str, hint: str = "") -> str:
@@ -82,25 +123,56 @@ def _field(path: Path, lineno: int, obj: dict, key: str, hint: str = "") -> str:
         raise InputError(f"{path}:{lineno}: field {key!r} must be a string, got {type(value).__name__}")
     if not value.strip():
         raise InputError(f"{path}:{lineno}: field {key!r} is empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON's "\ud800" escape decodes to a lone surrogate no tokenizer accepts
+        raise InputError(f"{path}:{lineno}: field {key!r} holds an unpaired surrogate (\\u{ord(value[exc.start]):04x}); "
+                         "not valid Unicode text") from None
     return value
 
 
-def load_texts(path: str | Path) -> TextSet:
+class _Reservoir:
+    """A uniform sample of ``limit`` items from a stream of unknown length, in one pass and O(limit)
+    memory (Vitter's Algorithm R), seeded so the same file and seed always keep the same records.
+    The kept items are returned in file order. ``limit=None`` keeps everything."""
+
+    def __init__(self, limit: int | None, seed: int) -> None:
+        self.limit, self.rng, self.seen, self.kept = limit, random.Random(seed), 0, []
+
+    def add(self, item) -> None:
+        self.seen += 1
+        if self.limit is None:
+            self.kept.append(item)
+        elif len(self.kept) < self.limit:
+            self.kept.append((self.seen, item))
+        else:  # the i-th item replaces a kept one with probability limit/i
+            j = self.rng.randrange(self.seen)
+            if j < self.limit:
+                self.kept[j] = (self.seen, item)
+
+    def items(self) -> list:
+        return self.kept if self.limit is None else [item for _, item in sorted(self.kept, key=lambda k: k[0])]
+
+
+def load_texts(path: str | Path, limit: int | None = None, seed: int = 0) -> TextSet:
+    """A text set, validated and hashed in one streaming pass. With ``limit``, a seeded uniform sample
+    of that many records (every record is still validated); ``records`` then says how many there were."""
     p = Path(path)
-    texts = []
-    for lineno, obj in _records(p, "text set"):
+    digest, sample = hashlib.sha256(), _Reservoir(limit, seed)
+    for lineno, obj in _records(p, "text set", digest):
         hint = " (this looks like a QA file; text sets hold {\"text\": ...})" if "question" in obj else ""
-        texts.append(_field(p, lineno, obj, "text", hint))
-    return TextSet(path=str(p), sha256=sha256_file(p), texts=tuple(texts))
+        sample.add(_field(p, lineno, obj, "text", hint))
+    texts = tuple(sample.items())
+    return TextSet(path=str(p), sha256=digest.hexdigest(), texts=texts, records=sample.seen if limit is not None else None)
 
 
 def load_qa(path: str | Path) -> QASet:
     p = Path(path)
-    pairs = []
-    for lineno, obj in _records(p, "QA set"):
+    pairs, digest = [], hashlib.sha256()
+    for lineno, obj in _records(p, "QA set", digest):
         hint = " (this looks like a text file; QA sets hold {\"question\", \"answer\"})" if "text" in obj else ""
         pairs.append((_field(p, lineno, obj, "question", hint), _field(p, lineno, obj, "answer", hint)))
-    return QASet(path=str(p), sha256=sha256_file(p), pairs=tuple(pairs))
+    return QASet(path=str(p), sha256=digest.hexdigest(), pairs=tuple(pairs))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -106,6 +106,10 @@ class Policy:
             raw = tomllib.loads(read_input(path, "policy"))
         except tomllib.TOMLDecodeError as exc:
             raise InputError(f"{path}: not valid TOML ({exc})") from None
+        except RecursionError:  # tomllib is recursive: thousands of nested arrays exhaust the stack
+            raise InputError(f"{path}: not valid TOML (nested too deeply)") from None
+        except ValueError as exc:  # e.g. an integer longer than Python converts (4300 digits)
+            raise InputError(f"{path}: not valid TOML ({exc})") from None
         known = {f.name: f for f in fields(cls)}
         values = {}
         for key, value in raw.items():
@@ -128,11 +132,14 @@ def _coerce(path, key: str, value, default):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{path}: min_documents must be a positive integer")
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN compares unequal
         raise InputError(f"{path}: {key} must be a number")
     if key == "recovery_alpha" and not 0 < value < 1:
         raise InputError(f"{path}: recovery_alpha must be between 0 and 1")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # a TOML integer can be far larger than any float
+        raise InputError(f"{path}: {key} is too large a number") from None
 
 
 # check name -> (probe, metric, policy field, two-sided?, what the value is)
