@@ -1,6 +1,8 @@
 """Bad input: one line on stderr naming the file (and line), exit 2, no traceback, no report written."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -244,3 +246,38 @@ def test_the_new_flags_refuse_wrong_values(untrained, sets, capsys, tmp_path):
     one_line_error(*run(["quantize", untrained, "--scheme", "gptq-int4", "--out", tmp_path / "q", "--calibration", tmp_path / "none.jsonl"], capsys),
                    "not found")
     assert not (tmp_path / "d").exists() and not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("where", ["under a file", "under /proc"])
+def test_an_unwritable_out_is_refused_before_any_work(untrained, sets, capsys, tmp_path, where):
+    # Tests run as root, for whom permission bits mean nothing; these two places refuse even root.
+    _, good = sets
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a regular file\n")
+    out = blocker / "sub" if where == "under a file" else Path("/proc/unlearn-audit-out")
+    code, err = run(["audit", untrained, "--forget", good, "--holdout", good, "--out", out], capsys)
+    one_line_error(code, err, str(out), "--out")
+    assert blocker.read_text() == "a regular file\n" and not out.exists()
+    code, err = run(["diff", untrained, untrained, "--out", out / "diff.json"], capsys)
+    one_line_error(code, err, str(out / "diff.json"), "--out")
+    # A writable --out is checked by writing a probe file, which is removed, and no directory is made early.
+    before = sorted(tmp_path.iterdir())
+    code, err = run(["audit", tmp_path / "no-model", "--forget", good, "--holdout", good, "--out", tmp_path / "new" / "deeper"], capsys)
+    one_line_error(code, err, "directory not found")
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_paths_in_the_report_are_written_as_given(untrained, sets, capsys, tmp_path, monkeypatch):
+    root, good = sets
+    monkeypatch.chdir(root)
+    tilde = root / "~"  # a directory literally named "~": the tool must not expand it to $HOME
+    tilde.mkdir()
+    (tilde / "holdout.jsonl").write_text("".join(json.dumps({"text": f"another text {i}"}) + "\n" for i in range(12)))
+    model = os.path.relpath(untrained, root)
+    code, err = run(["audit", model, "--forget", "good.jsonl", "--holdout", "~/holdout.jsonl", "--schemes", "fp32", "--out", "out"], capsys)
+    assert code in (0, 1), err
+    report = json.loads((root / "out" / "report.json").read_text())
+    assert report["inputs"]["model"]["path"] == model and not os.path.isabs(model)
+    assert report["inputs"]["forget"]["path"] == "good.jsonl"
+    assert report["inputs"]["holdout"]["path"] == "~/holdout.jsonl"
+    assert str(root) not in json.dumps({k: v for k, v in report.items() if k != "run"})

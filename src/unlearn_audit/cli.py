@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -128,14 +129,25 @@ def _check_format(fmt: str) -> None:
         raise InputError(f"--format must be 'table' or 'json', got {fmt!r}")
 
 
-def _check_out(out: Optional[Path]) -> None:
+def _check_out(out: Optional[Path], file: bool = False, flag: str = "--out") -> None:
+    """Refuse an output directory (or, with ``file``, an output file's place) that cannot be written,
+    before any work is done rather than after the audit."""
     if out is None:
         return
-    if out.exists() and not out.is_dir():
+    if not file and out.exists() and not out.is_dir():
         raise InputError(f"{out}: --out must be a directory")
-    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    if not os.access(probe, os.W_OK):
-        raise InputError(f"{out}: --out is not writable")
+    target = out.parent if file else out
+    probe = target if target.exists() else next((p for p in target.parents if p.exists()), Path("."))
+    if not probe.is_dir():
+        raise InputError(f"{out}: {flag} cannot be created: {probe} is a file, not a directory")
+    # os.access says yes to root almost everywhere (a read-only mount, /proc), so create and remove a
+    # real file where the first directory would go; nothing is left behind, not even a directory.
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".unlearn-audit-probe.")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise InputError(f"{out}: {flag} is not writable ({exc.strerror or exc})") from None
 
 
 @app.command()
@@ -424,6 +436,7 @@ def report_command(
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     _check_fail_on(fail_on)
+    _check_out(output, file=True, flag="--output")
     report = load_report(report_json)
     if policy is not None:
         pol, source = _policy(policy)
@@ -462,6 +475,7 @@ def diff_command(
     _check_format(fmt)
     if out is not None and out.is_dir():
         raise InputError(f"{out}: --out must be a file path for diff")
+    _check_out(out, file=True)
     result = diff(original_dir, other_dir, parse_schemes(schemes))
     if out is not None:
         write_json_atomic(out, result)
