@@ -60,6 +60,7 @@ class AuditConfig:
     dtype: str = "float32"  # compute dtype of fake-quantized variants (bfloat16 only on a GPU)
     reference_auc: float | None = None  # PrivLeak's reference AUC when no retrained model is available
     backend: str = "reference"  # or "library": run each preset through its library twin where one runs
+    limit: int | None = None  # text sets were sampled to this many records each (seeded reservoir, see data.py)
 
 
 @dataclass
@@ -222,6 +223,15 @@ def _index(outs: list[ProbeOutput]) -> dict:
     return {((o.probe, o.split) if o.probe != "mink" else (o.probe, o.split, o.metric)): o.values for o in outs}
 
 
+def _provenance_notes(models: list[Checkpoint], data: AuditData) -> list[str]:
+    """What a reader must know about where the evidence came from: sampled sets."""
+    notes = []
+    for name, ts in vars(data).items():
+        if isinstance(ts, TextSet) and ts.records is not None:
+            notes.append(f"{name}: {len(ts.texts)} of {ts.records} record(s) in {ts.path} audited (--limit, seeded reservoir sample)")
+    return notes
+
+
 def _changed_inputs(data: AuditData, models: list[Checkpoint]) -> list[str]:
     """Files whose sha256 differs now from when they were read at the start (the report's hashes)."""
     from pathlib import Path
@@ -304,6 +314,7 @@ def run_audit(
     nonfinite = [n for n, p in ckpt.model.named_parameters() if not torch.isfinite(p).all()]
     tok = ckpt.tokenizer
     work = _workload(ckpt, data, cfg, schemes)
+    work.notes.extend(_provenance_notes([m for m in (ckpt, original, reference) if m is not None], data))
     timings["load_s"] = time.perf_counter() - t
 
     ref_scores, ref_info = None, {"source": "fixed 0.5 (no --reference given)", "auc": 0.5}

@@ -31,6 +31,8 @@ def variant_key(scheme, ckpt, original, data, cfg) -> str:
         "backend": cfg.backend,
         "compute": [cfg.device, cfg.dtype],  # bfloat16 compute changes generations
     }
+    if cfg.limit is not None:  # the sample depends on the limit and the seed, not on the file hash alone
+        parts["sample"] = [cfg.limit, cfg.seed]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

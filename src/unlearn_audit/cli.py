@@ -176,6 +176,7 @@ def audit(
     dtype: str = typer.Option("float32", help="float32, or bfloat16 for GPU compute."),
     fail_on: str = typer.Option("inconclusive", help="Exit non-zero on: inconclusive (FAIL or INCONCLUSIVE) or fail (FAIL only)."),
     muse_strict: bool = typer.Option(False, help="Literal MUSE prompts: trailing-space KnowMem query, 128-token VerbMem."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Audit a seeded uniform sample of N records from each text set (forget, holdout, retain)."),
 ) -> None:
     """Audit a checkpoint: quantize it under each scheme, probe every variant, and give a verdict."""
     from .audit import AuditConfig, AuditData, run_audit
@@ -194,9 +195,9 @@ def audit(
         raise InputError("--reference-auc must lie strictly between 0 and 1" if reference is None
                          else "--reference and --reference-auc conflict: give the retrained model or its AUC, not both")
     data = AuditData(
-        forget=load_texts(forget),
-        holdout=load_texts(holdout),
-        retain=load_texts(retain) if retain else None,
+        forget=load_texts(forget, limit, seed),
+        holdout=load_texts(holdout, limit, seed),
+        retain=load_texts(retain, limit, seed) if retain else None,
         forget_qa=load_qa(forget_qa) if forget_qa else None,
         retain_qa=load_qa(retain_qa) if retain_qa else None,
         holdout_qa=load_qa(holdout_qa) if holdout_qa else None,
@@ -204,7 +205,7 @@ def audit(
         calibration=load_texts(calibration) if calibration else None,
     )
     cfg = AuditConfig(schemes=names, seed=seed, batch_size=batch_size, muse_strict=muse_strict, backend=backend, policy=pol,
-                      device=device, dtype=dtype, reference_auc=reference_auc,
+                      device=device, dtype=dtype, reference_auc=reference_auc, limit=limit,
                       **({"policy_source": f"policy file {pol_source}"} if pol_source else {}))
     with _Steps() as steps:
         report = run_audit(

@@ -39,7 +39,10 @@ def _dataset(ts) -> dict | None:
     if ts is None:
         return None
     n = len(ts.texts) if hasattr(ts, "texts") else len(ts.pairs)
-    return {"path": ts.path, "sha256": ts.sha256, "n": n}
+    out = {"path": ts.path, "sha256": ts.sha256, "n": n}
+    if getattr(ts, "records", None) is not None:  # --limit: n of these records were sampled
+        out["records_in_file"] = ts.records
+    return out
 
 
 def _model(ckpt) -> dict | None:
@@ -88,6 +91,9 @@ def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_inf
             "knowmem_icl_source": work.icl_source,
             "calibration": work.calibration_source,
             "privleak_reference": ref_info,
+            **({"limit": {"records_per_text_set": cfg.limit, "sampling": "seeded reservoir sample (Algorithm R, random.Random(seed)), "
+                          "uniform over the file's records, kept in file order; forget, holdout and retain only"}}
+               if cfg.limit is not None else {}),
             "notes": work.notes,
         },
         # Weight-space forensics against --original, per scheme (Section 5): codes, scales, |ΔW|/Δ per module.
