@@ -248,6 +248,81 @@ def test_the_new_flags_refuse_wrong_values(untrained, sets, capsys, tmp_path):
     assert not (tmp_path / "d").exists() and not (tmp_path / "q").exists()
 
 
+def _pickle_checkpoint(source, dest, state_dict):
+    """A Hugging Face directory whose only weights are a pickle ``pytorch_model.bin`` (transformers 5
+    always saves safetensors, so the pickle is written with torch.save, as older tools did)."""
+    dest.mkdir()
+    for f in source.iterdir():
+        if f.suffix != ".safetensors":
+            (dest / f.name).write_bytes(f.read_bytes())
+    torch.save(state_dict, dest / "pytorch_model.bin")
+    return dest
+
+
+class _WritesMarker:
+    """A pickle payload: unpickling it calls exec, which writes the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pickle code ran')",))
+
+
+@pytest.mark.parametrize("form", ["torch.save", "raw pickle"])
+def test_a_malicious_pickle_never_runs_with_or_without_allow_pickle(untrained, sets, capsys, tmp_path, form):
+    import pickle
+
+    from transformers import AutoModelForCausalLM
+
+    root, good = sets
+    marker = tmp_path / "marker"
+    state = AutoModelForCausalLM.from_pretrained(untrained).state_dict()
+    state["lm_head.weight"] = _WritesMarker(marker)
+    evil = _pickle_checkpoint(untrained, tmp_path / "evil", {})
+    with open(evil / "pytorch_model.bin", "wb") as fh:
+        if form == "torch.save":
+            torch.save(state, fh)
+        else:
+            pickle.dump(state, fh, protocol=4)
+    out = tmp_path / "out"
+    base = ["audit", evil, "--forget", good, "--holdout", good, "--schemes", "fp32", "--out", out]
+    one_line_error(*run(base, capsys), "only pickle weights", "pytorch_model.bin", "--allow-pickle")
+    one_line_error(*run([*base, "--allow-pickle"], capsys), "refusing the pickle weights")
+    if form == "torch.save":  # torch's unpickler names what it refused
+        one_line_error(*run([*base, "--allow-pickle"], capsys), "it references exec")
+    for command in (["quantize", evil, "--scheme", "rtn-int4", "--out", tmp_path / "q", "--allow-pickle"],
+                    ["unlearn", evil, "--forget", good, "--retain", good, "--out", tmp_path / "u", "--allow-pickle"]):
+        one_line_error(*run(command, capsys), "refusing the pickle weights")
+    assert not marker.exists()
+    assert not out.exists() and not (tmp_path / "q").exists() and not (tmp_path / "u").exists()
+
+
+def test_a_pickle_checkpoint_audits_with_allow_pickle_and_its_hash_is_recorded(untrained, sets, capsys, tmp_path):
+    import hashlib
+
+    from transformers import AutoModelForCausalLM
+
+    root, good = sets
+    holdout = root / "holdout.jsonl"
+    holdout.write_text("".join(json.dumps({"text": f"another text {i}"}) + "\n" for i in range(12)))
+    pickled = _pickle_checkpoint(untrained, tmp_path / "pickled", AutoModelForCausalLM.from_pretrained(untrained).state_dict())
+    reports = {}
+    for name, model, extra in (("pickle", pickled, ["--allow-pickle"]), ("safetensors", untrained, [])):
+        code, err = run(["audit", model, "--forget", good, "--holdout", holdout, "--schemes", "fp32,rtn-int4", "--out", tmp_path / name,
+                         "--fresh", *extra], capsys)
+        assert code in (0, 1), err
+        reports[name] = json.loads((tmp_path / name / "report.json").read_text())
+    report = reports["pickle"]
+    assert schema_errors(report) == []
+    digest = hashlib.sha256((pickled / "pytorch_model.bin").read_bytes()).hexdigest()
+    assert report["inputs"]["model"]["files"] == {"pytorch_model.bin": digest}
+    assert report["inputs"]["model"]["weights_format"].startswith("pickle (torch.load weights_only=True)")
+    assert any("pickle weights (pytorch_model.bin)" in n and "--allow-pickle" in n for n in report["config"]["notes"])
+    assert "weights_format" not in reports["safetensors"]["inputs"]["model"]
+    assert report["results"] == reports["safetensors"]["results"]  # the same weights give the same audit
+
+
 @pytest.mark.parametrize("where", ["under a file", "under /proc"])
 def test_an_unwritable_out_is_refused_before_any_work(untrained, sets, capsys, tmp_path, where):
     # Tests run as root, for whom permission bits mean nothing; these two places refuse even root.

@@ -60,6 +60,7 @@ class AuditConfig:
     dtype: str = "float32"  # compute dtype of fake-quantized variants (bfloat16 only on a GPU)
     reference_auc: float | None = None  # PrivLeak's reference AUC when no retrained model is available
     backend: str = "reference"  # or "library": run each preset through its library twin where one runs
+    allow_pickle: bool = False  # read pickle-only checkpoints with torch.load(weights_only=True)
     limit: int | None = None  # text sets were sampled to this many records each (seeded reservoir, see data.py)
 
 
@@ -224,8 +225,9 @@ def _index(outs: list[ProbeOutput]) -> dict:
 
 
 def _provenance_notes(models: list[Checkpoint], data: AuditData) -> list[str]:
-    """What a reader must know about where the evidence came from: sampled sets."""
-    notes = []
+    """What a reader must know about where the evidence came from: pickle weights, sampled sets."""
+    notes = [f"{m.role} model {m.path}: pickle weights ({', '.join(m.file_hashes)}) loaded with "
+             "torch.load(weights_only=True) because of --allow-pickle" for m in models if m.weights_format == "pickle"]
     for name, ts in vars(data).items():
         if isinstance(ts, TextSet) and ts.records is not None:
             notes.append(f"{name}: {len(ts.texts)} of {ts.records} record(s) in {ts.path} audited (--limit, seeded reservoir sample)")
@@ -305,9 +307,9 @@ def run_audit(
     schemes = resolve_schemes(cfg)
     t = time.perf_counter()
     on_step("loading models")
-    ckpt = load_checkpoint(model_dir, "audited")
-    original = load_checkpoint(original_dir, "original") if original_dir else None
-    reference = load_checkpoint(reference_dir, "reference") if reference_dir else None
+    ckpt = load_checkpoint(model_dir, "audited", allow_pickle=cfg.allow_pickle)
+    original = load_checkpoint(original_dir, "original", allow_pickle=cfg.allow_pickle) if original_dir else None
+    reference = load_checkpoint(reference_dir, "reference", allow_pickle=cfg.allow_pickle) if reference_dir else None
     for other in (original, reference):
         if other is not None:
             _same_tokenizer(ckpt, other)

@@ -177,6 +177,7 @@ def audit(
     fail_on: str = typer.Option("inconclusive", help="Exit non-zero on: inconclusive (FAIL or INCONCLUSIVE) or fail (FAIL only)."),
     muse_strict: bool = typer.Option(False, help="Literal MUSE prompts: trailing-space KnowMem query, 128-token VerbMem."),
     limit: Optional[int] = typer.Option(None, min=1, help="Audit a seeded uniform sample of N records from each text set (forget, holdout, retain)."),
+    allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True); recorded in the report."),
 ) -> None:
     """Audit a checkpoint: quantize it under each scheme, probe every variant, and give a verdict."""
     from .audit import AuditConfig, AuditData, run_audit
@@ -205,7 +206,7 @@ def audit(
         calibration=load_texts(calibration) if calibration else None,
     )
     cfg = AuditConfig(schemes=names, seed=seed, batch_size=batch_size, muse_strict=muse_strict, backend=backend, policy=pol,
-                      device=device, dtype=dtype, reference_auc=reference_auc, limit=limit,
+                      device=device, dtype=dtype, reference_auc=reference_auc, allow_pickle=allow_pickle, limit=limit,
                       **({"policy_source": f"policy file {pol_source}"} if pol_source else {}))
     with _Steps() as steps:
         report = run_audit(
@@ -255,6 +256,7 @@ def quantize(
     scheme: str = typer.Option(..., help="Scheme name (see `schemes`)."),
     out: Path = typer.Option(..., help="Directory to write the quantized checkpoint to (must not exist)."),
     calibration: Optional[Path] = typer.Option(None, help="Calibration text for gptq/awq, JSONL (default: shipped text)."),
+    allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
 ) -> None:
     """Write SCHEME applied to MODEL_DIR as a checkpoint that transformers loads."""
     from .audit import calibration_tokens
@@ -268,7 +270,7 @@ def quantize(
         raise InputError(f"{out}: already exists; choose a new directory")
     _check_out(out)
     texts = load_texts(calibration) if calibration else None
-    ckpt = load_checkpoint(model_dir)
+    ckpt = load_checkpoint(model_dir, allow_pickle=allow_pickle)
     calib = calibration_tokens(ckpt.tokenizer, texts, "--calibration")[0] if s.calibrated else None
     try:
         model = s.build(ckpt, calib)
@@ -344,6 +346,7 @@ def unlearn_command(
     beta: float = typer.Option(0.1, help="NPO β."),
     seed: int = typer.Option(0),
     out: Path = typer.Option(..., help="Directory for the unlearned checkpoint (must not exist)."),
+    allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
 ) -> None:
     """Unlearn the forget set from a model (GA or NPO, with GDR or KLR), optionally with SURE."""
     from .data import load_texts
@@ -356,9 +359,9 @@ def unlearn_command(
     _check_out(out)
     f, r = load_texts(forget), load_texts(retain)
     cfg = _unlearn_config(method, lr, sure, epochs, steps, batch_size, alpha, beta, seed, len(f.texts))
-    start = load_checkpoint(original_dir, "original")
+    start = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle)
     needs_ref = cfg.method.startswith("npo") or cfg.method.endswith("klr")
-    reference = load_checkpoint(original_dir, "original") if needs_ref else None
+    reference = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle) if needs_ref else None
     with _TrainingBar(f"unlearning ({cfg.method}{' + SURE' if sure else ''})") as bar:
         record = run_unlearning(start, reference, f, r, cfg, SureConfig(saliency_percentile, per_layer) if sure else None,
                                 out, max_length, on_step=bar)
@@ -390,6 +393,7 @@ def remediate(
     verify: bool = typer.Option(False, help="Audit the result and exit with the audit's code."),
     fmt: str = typer.Option("table", "--format", help="stdout format for --verify: table or json."),
     out: Path = typer.Option(..., help="Directory: OUT/model is the checkpoint, OUT/report.json the audit."),
+    allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
 ) -> None:
     """Remediate with SURE; with --verify, re-audit the result under the same schemes."""
     from .audit import AuditConfig, AuditData, run_audit
@@ -406,8 +410,8 @@ def remediate(
     names = tuple(s.name for s in parse_schemes(schemes))
     f, r, h = load_texts(forget), load_texts(retain), load_texts(holdout)
     cfg = _unlearn_config(method, lr, sure, epochs, steps, batch_size, alpha, beta, seed, len(f.texts))
-    start = load_checkpoint(model_dir, "start")
-    ref = load_checkpoint(original, "original")
+    start = load_checkpoint(model_dir, "start", allow_pickle=allow_pickle)
+    ref = load_checkpoint(original, "original", allow_pickle=allow_pickle)
     with _TrainingBar(f"remediating ({cfg.method}{' + SURE' if sure else ''})") as bar:
         run_unlearning(start, ref, f, r, cfg, SureConfig(saliency_percentile, per_layer) if sure else None,
                        out / "model", max_length, on_step=bar)
@@ -416,7 +420,7 @@ def remediate(
         return
     del start, ref
     with _Steps() as steps_:
-        report = run_audit(str(out / "model"), AuditData(forget=f, holdout=h, retain=r), AuditConfig(schemes=names, seed=seed),
+        report = run_audit(str(out / "model"), AuditData(forget=f, holdout=h, retain=r), AuditConfig(schemes=names, seed=seed, allow_pickle=allow_pickle),
                            original_dir=str(original), on_step=steps_)
     raise typer.Exit(_emit(report, fmt, out))
 

@@ -1,17 +1,24 @@
 """Loading a checkpoint someone else made, without ever executing it.
 
-Only safetensors weights are read (a pickle ``.bin``/``.pt`` can run arbitrary code on load), and
-``trust_remote_code`` is never passed: a config that asks for custom code (``auto_map``) is refused
-rather than silently loaded with a built-in class it may not match. Hub access is disabled, so a
-typo in a path can never turn into a download.
+Only safetensors weights are read by default (a pickle ``.bin``/``.pt`` can run arbitrary code on
+load), and ``trust_remote_code`` is never passed: a config that asks for custom code (``auto_map``) is
+refused rather than silently loaded with a built-in class it may not match. Hub access is disabled, so
+a typo in a path can never turn into a download.
+
+``allow_pickle=True`` (``--allow-pickle``) reads a checkpoint that has only pickle weights, through
+``torch.load(weights_only=True)``: the unpickler then builds tensors and plain containers only, and a
+pickle that names any other callable (the ``__reduce__`` trick) is refused before anything runs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +50,7 @@ class Checkpoint:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     file_hashes: dict[str, str] = field(default_factory=dict)
+    weights_format: str = "safetensors"  # or "pickle" (only with allow_pickle, read with weights_only=True)
 
     @property
     def config_summary(self) -> dict:
@@ -55,7 +63,7 @@ class Checkpoint:
         }
 
 
-def _check_directory(path: Path, role: str) -> dict:
+def _check_directory(path: Path, role: str, allow_pickle: bool = False) -> dict:
     if not path.exists():
         raise InputError(f"{path}: {role} directory not found")
     if not path.is_dir():
@@ -76,28 +84,40 @@ def _check_directory(path: Path, role: str) -> dict:
         raise InputError(f"{config_file}: model_type {config.get('model_type')!r} is not a causal language model")
     if not list(path.glob("*.safetensors")):
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
+        if pickles and not allow_pickle:
             raise InputError(
                 f"{path}: only pickle weights ({', '.join(pickles)}); they can execute code when loaded. "
-                "Convert them to safetensors first"
+                "Convert them to safetensors first, or pass --allow-pickle to read them with torch.load(weights_only=True)"
             )
+        if pickles:
+            return config
         raise InputError(f"{path}: no .safetensors weight files")
     return config
 
 
-def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu") -> Checkpoint:
-    """Load a local causal-LM directory (safetensors only, no remote code) in float32."""
+def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu", allow_pickle: bool = False) -> Checkpoint:
+    """Load a local causal-LM directory (safetensors only unless ``allow_pickle``, no remote code) in float32.
+    Safetensors are preferred whenever a directory has them, flag or not."""
     p = Path(path)
-    _check_directory(p, role)
+    _check_directory(p, role, allow_pickle)
+    pickled = not list(p.glob("*.safetensors"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # transformers raises many types for a missing/broken tokenizer
         raise InputError(f"{p}: cannot load the tokenizer ({_first_line(exc)})") from None
     try:
         AutoConfig.from_pretrained(p, local_files_only=True, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(
-            p, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=torch.float32
-        ).to(device)
+        # weights_only=True is transformers' default (5.x) for .bin files; it is passed anyway so that the
+        # safety of --allow-pickle never rests on a library default.
+        with warnings.catch_warnings():  # torch warns on stderr about pickle protocols it did not write
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            model = AutoModelForCausalLM.from_pretrained(
+                p, local_files_only=True, trust_remote_code=False, use_safetensors=not pickled, weights_only=True,
+                dtype=torch.float32,
+            ).to(device)
+    except pickle.UnpicklingError as exc:  # weights_only refused a global: the file asks to run code
+        raise InputError(f"{p}: refusing the pickle weights: {_refused_global(exc)}; weights_only loading accepts "
+                         "tensors and plain containers only") from None
     except Exception as exc:
         raise InputError(f"{p}: cannot load the model weights ({_first_line(exc)})") from None
     rows = model.get_input_embeddings().num_embeddings
@@ -106,8 +126,10 @@ def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu") 
                          "they do not belong together")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    hashes = {f.name: sha256_file(f) for f in sorted(p.glob("*.safetensors"))}
-    return Checkpoint(path=str(p), role=role, model=model, tokenizer=tokenizer, file_hashes=hashes)
+    weights = [f for f in sorted(p.iterdir()) if f.suffix in PICKLE_SUFFIXES] if pickled else sorted(p.glob("*.safetensors"))
+    hashes = {f.name: sha256_file(f) for f in weights}
+    return Checkpoint(path=str(p), role=role, model=model, tokenizer=tokenizer, file_hashes=hashes,
+                      weights_format="pickle" if pickled else "safetensors")
 
 
 def write_checkpoint(model, tokenizer, out: Path, extra: dict[str, str] | None = None) -> Path:
@@ -126,6 +148,15 @@ def write_checkpoint(model, tokenizer, out: Path, extra: dict[str, str] | None =
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _refused_global(exc: BaseException) -> str:
+    """What torch's weights-only unpickler refused, e.g. "it references exec", from its long message."""
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    if match:
+        return f"it references {match.group(1)}, which is not a tensor type"
+    inner = exc.__context__ if isinstance(exc.__context__, pickle.UnpicklingError) else None
+    return f"not a plain tensor file ({_first_line(inner)})" if inner is not None else "not a plain tensor file"
 
 
 def _first_line(exc: BaseException) -> str:

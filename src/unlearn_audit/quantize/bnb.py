@@ -72,7 +72,8 @@ class BitsAndBytes(Scheme):
                 dtype=torch.float32,
                 local_files_only=True,
                 trust_remote_code=False,
-                use_safetensors=True,
+                use_safetensors=getattr(checkpoint, "weights_format", "safetensors") == "safetensors",  # pickle: --allow-pickle
+                weights_only=True,
             )
         except Exception as exc:  # bitsandbytes refuses some CPUs/builds with assorted exception types
             raise SchemeUnavailable(f"bitsandbytes could not quantize this model here: {exc}") from None

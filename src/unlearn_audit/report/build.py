@@ -48,7 +48,10 @@ def _dataset(ts) -> dict | None:
 def _model(ckpt) -> dict | None:
     if ckpt is None:
         return None
-    return {"path": ckpt.path, "files": ckpt.file_hashes, "config": ckpt.config_summary}
+    out = {"path": ckpt.path, "files": ckpt.file_hashes, "config": ckpt.config_summary}
+    if ckpt.weights_format != "safetensors":  # only with --allow-pickle
+        out["weights_format"] = f"{ckpt.weights_format} (torch.load weights_only=True)"
+    return out
 
 
 def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_info, variants, results,
