@@ -294,6 +294,9 @@ def test_a_malicious_pickle_never_runs_with_or_without_allow_pickle(untrained, s
     for command in (["quantize", evil, "--scheme", "rtn-int4", "--out", tmp_path / "q", "--allow-pickle"],
                     ["unlearn", evil, "--forget", good, "--retain", good, "--out", tmp_path / "u", "--allow-pickle"]):
         one_line_error(*run(command, capsys), "refusing the pickle weights")
+    code, err = run(["diff", evil, evil], capsys)  # diff reads safetensors only and offers no --allow-pickle
+    one_line_error(code, err, "only pickle weights")
+    assert "--allow-pickle" not in err
     assert not marker.exists()
     assert not out.exists() and not (tmp_path / "q").exists() and not (tmp_path / "u").exists()
 

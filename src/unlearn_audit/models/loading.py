@@ -63,7 +63,8 @@ class Checkpoint:
         }
 
 
-def _check_directory(path: Path, role: str, allow_pickle: bool = False) -> dict:
+def _check_directory(path: Path, role: str, allow_pickle: bool = False, pickle_flag: bool = True) -> dict:
+    """The directory's config, or a one-line error; ``pickle_flag`` says whether the command offers --allow-pickle."""
     if not path.exists():
         raise InputError(f"{path}: {role} directory not found")
     if not path.is_dir():
@@ -85,9 +86,10 @@ def _check_directory(path: Path, role: str, allow_pickle: bool = False) -> dict:
     if not list(path.glob("*.safetensors")):
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles and not allow_pickle:
+            hint = ", or pass --allow-pickle to read them with torch.load(weights_only=True)" if pickle_flag else ""
             raise InputError(
                 f"{path}: only pickle weights ({', '.join(pickles)}); they can execute code when loaded. "
-                "Convert them to safetensors first, or pass --allow-pickle to read them with torch.load(weights_only=True)"
+                f"Convert them to safetensors first{hint}"
             )
         if pickles:
             return config
