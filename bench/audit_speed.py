@@ -141,7 +141,9 @@ def bare(model, tok, work, batch_size: int) -> dict:
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for r, s in enumerate(batch):
                     ids[r, : len(s)], mask[r, : len(s)] = torch.tensor(s), 1
-                model(input_ids=ids, attention_mask=mask)
+                rows = hf._logit_rows(ids, mask)  # the forward, and the output head on every scored row
+                for r, s in enumerate(batch):
+                    rows(r, len(s) - 1)
     return {}
 
 

@@ -1,5 +1,6 @@
 """The narrow model interface: batching must not change what a probe sees."""
 
+import pytest
 import torch
 
 from unlearn_audit.benchmark import tiny
@@ -21,8 +22,27 @@ def test_batched_greedy_equals_one_at_a_time():
     assert [len(x) <= b for x, b in zip(batched, budgets)] == [True] * 4
 
 
-def test_token_scores_match_an_unpadded_forward():
-    model, tok = _model()
+def _gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _, tok = _model()
+    torch.manual_seed(5)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=64)).eval(), tok
+
+
+def _falcon():  # a model type outside PLAIN_HEAD: scored through the ordinary full forward
+    from transformers import FalconConfig, FalconForCausalLM
+
+    _, tok = _model()
+    torch.manual_seed(6)
+    return FalconForCausalLM(FalconConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4)).eval(), tok
+
+
+@pytest.mark.parametrize("build", [_model, _gpt2, _falcon])
+def test_token_scores_match_an_unpadded_forward(build):
+    """The head runs per row on the batch's hidden states (llama, gpt2) or on full logits (others):
+    either way each row equals an unpadded forward of that text alone."""
+    model, tok = build()
     seqs = [tok(t)["input_ids"] for t in ["the quick brown fox", "pack my box", "dog"]]
     scores = HFModel("m", model, tok, batch_size=3).token_scores(seqs)
     for seq, s in zip(seqs, scores):
@@ -42,7 +62,8 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_results():
     import numpy as np
 
     model, tok = _model()
-    real_forward = model.forward
+    decoder = model.base_model  # every path (scoring on hidden states, full forward, generate) runs it
+    real_forward = decoder.forward
 
     def forward(*args, **kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
@@ -52,14 +73,14 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_results():
 
     seqs = [tok(t)["input_ids"] for t in ["the quick brown fox", "pack my box", "dog", "lazy dog jumps", "five dozen jugs"]]
     expected = HFModel("m", model, tok, batch_size=2).token_scores(seqs)
-    model.forward = forward
+    decoder.forward = forward
     wrapped = HFModel("m", model, tok, batch_size=8)
     got = wrapped.token_scores(seqs)
     assert wrapped.batch_size == 2
     assert all(np.array_equal(a.logprobs, b.logprobs) for a, b in zip(got, expected))
     prompts, budgets = seqs[:4], [3, 4, 2, 5]
     assert HFModel("m", model, tok, batch_size=8).greedy(prompts, budgets) == HFModel("m", model, tok, batch_size=1).greedy(prompts, budgets)
-    model.forward = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("some other failure"))
+    decoder.forward = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("some other failure"))
     try:
         HFModel("m", model, tok, batch_size=8).token_scores(seqs)
     except RuntimeError as exc:

@@ -10,6 +10,10 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 
 from .base import TokenScores
 
+# Model types whose logits are exactly the output head applied to the decoder's last hidden state (no
+# soft-capping or scaling after the head). For these, scoring runs the head one row at a time.
+PLAIN_HEAD = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi3", "olmo", "olmo2", "opt"})
+
 
 def _batches(order: list[int], size: int) -> list[list[int]]:
     return [order[i : i + size] for i in range(0, len(order), size)]
@@ -62,12 +66,12 @@ class HFModel:
         for row, i in enumerate(batch):
             ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
             mask[row, : len(sequences[i])] = 1
-        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+        logits = self._logit_rows(ids.to(self.device), mask.to(self.device))
         for row, i in enumerate(batch):
             # One row at a time: the vocabulary-sized temporaries of the moments below would otherwise
             # be several copies of the whole batch's logits (49k-token vocabularies make that gigabytes).
             n = len(sequences[i]) - 1
-            logp = torch.log_softmax(logits[row, :n].float(), dim=-1)
+            logp = torch.log_softmax(logits(row, n).float(), dim=-1)
             target = ids[row, 1 : n + 1].to(self.device).unsqueeze(-1)
             probs = logp.exp()
             mu = (probs * logp).sum(-1)
@@ -78,6 +82,18 @@ class HFModel:
                 sigma=sigma.cpu().numpy().astype(np.float64),
             )
             del logp, probs
+
+    def _logit_rows(self, ids: torch.Tensor, mask: torch.Tensor):
+        """``(row, n) -> that row's logits at its first n positions``. Where the logits are just the output
+        head on the last hidden state (PLAIN_HEAD), the batch keeps only its hidden states and the head
+        runs per row, so a batch's full logits (16 × 300 positions × SmolLM2's 49,152-token vocabulary is
+        0.94 GB in float32) are never resident at once; other models get one ordinary forward."""
+        head, base = self.model.get_output_embeddings(), self.model.base_model
+        if self.model.config.model_type in PLAIN_HEAD and head is not None and base is not self.model:
+            hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
+            return lambda row, n: head(hidden[row, :n])
+        logits = self.model(input_ids=ids, attention_mask=mask).logits
+        return lambda row, n: logits[row, :n]
 
     @torch.inference_mode()
     def greedy(
