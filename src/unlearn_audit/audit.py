@@ -45,6 +45,9 @@ class AuditData:
     holdout_qa: QASet | None = None
     icl: QASet | None = None
     calibration: TextSet | None = None  # for GPTQ/AWQ; default: retain, else the shipped generic text
+    retain_icl: QASet | None = None  # few-shot pairs for the retain split only (MUSE's retain_qa_icl.json); default: icl
+    verbmem_forget: verbmem.PromptSet | None = None  # VerbMem prompts given with their gt (MUSE's verbmem/forget.json)
+    source: dict | None = None  # the directory layout the sets came from (--muse): every file, its sha256 and use
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class _Workload:
     notes: list[str]
     calibration: list[list[int]] = field(default_factory=list)
     calibration_source: dict | None = None
+    verbmem_source: str = "each text's first prefix_tokens tokens ([verbmem] in muse.toml), continued"
 
 
 def resolve_schemes(cfg: AuditConfig) -> list:
@@ -104,9 +108,17 @@ def check_sets(data: AuditData) -> list[str]:
 
 def _workload(ckpt: Checkpoint, data: AuditData, cfg: AuditConfig, schemes: list) -> _Workload:
     tok, notes = ckpt.tokenizer, check_sets(data)
-    vm = {}
+    vm, prefix, vm_source = {}, None, _Workload.verbmem_source
+    if data.verbmem_forget is not None:  # given prompts (MUSE's verbmem/forget.json), used as given
+        vm["forget"] = verbmem.prepare_given(tok, data.verbmem_forget.pairs, cfg.muse_strict)
+        # The holdout baseline is cut at the given prompts' median length, so both sides are probed alike.
+        prefix = int(np.median([len(tok(p, add_special_tokens=False)["input_ids"]) for p, _ in data.verbmem_forget.pairs]))
+        vm_source = (f"forget: the {len(vm['forget'])} prompts given in {data.verbmem_forget.path}, as given; "
+                     f"holdout: each text's first {prefix} tokens (the given prompts' median length), continued")
     for split, ts in (("forget", data.forget), ("holdout", data.holdout)):
-        items, short = verbmem.prepare(tok, ts.texts, cfg.muse_strict)
+        if split in vm:
+            continue
+        items, short = verbmem.prepare(tok, ts.texts, cfg.muse_strict, prefix)
         if short:
             notes.append(f"verbmem: {short} {split} text(s) shorter than the prompt were not scored")
         vm[split] = items
@@ -114,11 +126,17 @@ def _workload(ckpt: Checkpoint, data: AuditData, cfg: AuditConfig, schemes: list
     retain_pairs = list(data.retain_qa.pairs) if data.retain_qa else []
     if data.icl is not None:
         icl, icl_source = list(data.icl.pairs), f"icl file {data.icl.path}"
+    elif data.retain_icl is not None:
+        icl, icl_source = list(data.retain_icl.pairs), f"icl file {data.retain_icl.path}"
     elif retain_pairs:
         icl, retain_pairs = retain_pairs[:shots], retain_pairs[shots:]
         icl_source = f"first {len(icl)} retain QA pairs (excluded from the retain score)"
     else:
         icl, icl_source = [], "none (zero-shot): give --icl or --retain-qa for MUSE's few-shot prompt"
+    split_icl = {}  # MUSE prompts each split with its own ICL file (eval.py: forget_qa_icl, retain_qa_icl)
+    if data.retain_icl is not None:
+        split_icl["retain"] = list(data.retain_icl.pairs)
+        icl_source += f"; retain split: icl file {data.retain_icl.path}"
     km = {}
     for split, pairs in (
         ("forget", data.forget_qa.pairs if data.forget_qa else []),
@@ -126,7 +144,7 @@ def _workload(ckpt: Checkpoint, data: AuditData, cfg: AuditConfig, schemes: list
         ("holdout", data.holdout_qa.pairs if data.holdout_qa else []),
     ):
         if pairs:
-            km[split] = knowmem.prepare(tok, pairs, icl, cfg.muse_strict)
+            km[split] = knowmem.prepare(tok, pairs, split_icl.get(split, icl), cfg.muse_strict)
     max_len = getattr(ckpt.model.config, "max_position_embeddings", None)
     mk = {}
     for split, ts in (("forget", data.forget), ("holdout", data.holdout)):
@@ -134,7 +152,7 @@ def _workload(ckpt: Checkpoint, data: AuditData, cfg: AuditConfig, schemes: list
         if cut:
             notes.append(f"mink: {cut} {split} text(s) longer than the context ({max_len}) were truncated")
     zl = {split: mink.zlib_sizes(tok, seqs) for split, seqs in mk.items()}
-    work = _Workload(vm, km, mk, zl, icl_source, notes)
+    work = _Workload(vm, km, mk, zl, icl_source, notes, verbmem_source=vm_source)
     if any(s.calibrated for s in schemes):
         work.calibration, work.calibration_source = calibration_tokens(tok, data.calibration or data.retain,
                                                                        "--calibration" if data.calibration else "retain set")
@@ -162,7 +180,8 @@ def _probe_all(model: HFModel, tok, work: _Workload, full: bool) -> list[ProbeOu
     if "retain" in work.knowmem:  # utility; the original's too, for the retain-utility ratio
         outs.append(knowmem.run(model, tok, work.knowmem["retain"], "retain"))
     if full:
-        outs.append(verbmem.run(model, tok, work.verbmem["holdout"], "holdout"))
+        if work.verbmem["holdout"]:  # empty when every holdout text is shorter than the given prompts
+            outs.append(verbmem.run(model, tok, work.verbmem["holdout"], "holdout"))
         if "holdout" in work.knowmem:
             outs.append(knowmem.run(model, tok, work.knowmem["holdout"], "holdout"))
     return outs
@@ -239,14 +258,17 @@ def _changed_inputs(data: AuditData, models: list[Checkpoint]) -> list[str]:
     from pathlib import Path
 
     from .data import sha256_file
+    from .muse_dir import current_sha256
 
     changed = []
     for ts in vars(data).values():
-        if ts is None or ts.sha256 == "-":  # "-": built in memory (the benchmark script), no file behind it
+        # "-": built in memory (the benchmark script), no file behind it; ``source`` is a record, not a set
+        if getattr(ts, "sha256", "-") == "-":
             continue
-        if not Path(ts.path).is_file():
+        now = current_sha256(ts.path)
+        if now is None:
             changed.append(f"{ts.path} (removed)")
-        elif sha256_file(Path(ts.path)) != ts.sha256:
+        elif now != ts.sha256:
             changed.append(ts.path)
     for m in models:
         for name, digest in m.file_hashes.items():
@@ -300,7 +322,8 @@ def run_audit(
     on_step: Callable[[str], None] = lambda s: None,
     cache: VariantCache = VariantCache(None),
 ) -> dict:
-    """The whole audit. ``cache`` (the resume cache under ``--out``) returns variants already computed
+    """The whole audit of ``model_dir``. ``data`` is an AuditData, or a MUSE directory
+    (muse_dir.MuseCorpus) that the audited model's tokenizer turns into one. ``cache`` (the resume cache under ``--out``) returns variants already computed
     with the same inputs and settings; the report lists them in ``config.resumed_variants``."""
     started, timings = time.time(), {}
     torch.manual_seed(cfg.seed)
@@ -315,6 +338,8 @@ def run_audit(
             _same_tokenizer(ckpt, other)
     nonfinite = [n for n, p in ckpt.model.named_parameters() if not torch.isfinite(p).all()]
     tok = ckpt.tokenizer
+    if not isinstance(data, AuditData):  # a directory layout (--muse, muse_dir.py) whose raw text is cut in tokens
+        data = data.audit_data(tok)
     work = _workload(ckpt, data, cfg, schemes)
     work.notes.extend(_provenance_notes([m for m in (ckpt, original, reference) if m is not None], data))
     timings["load_s"] = time.perf_counter() - t

@@ -153,14 +153,15 @@ def _check_out(out: Optional[Path], file: bool = False, flag: str = "--out") -> 
 @app.command()
 def audit(
     model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="Claimed-unlearned model: a local Hugging Face directory."),
-    forget: Path = typer.Option(..., help="Forget set, JSONL of {\"text\": ...}."),
-    holdout: Path = typer.Option(..., help="Holdout set (never trained on), JSONL of {\"text\": ...}."),
+    forget: Optional[Path] = typer.Option(None, help="Forget set, JSONL of {\"text\": ...} (required unless --muse)."),
+    holdout: Optional[Path] = typer.Option(None, help="Holdout set (never trained on), JSONL of {\"text\": ...} (required unless --muse)."),
     retain: Optional[Path] = typer.Option(None, help="Retain set, JSONL of {\"text\": ...} (recorded)."),
     forget_qa: Optional[Path] = typer.Option(None, help="QA about the forget set, JSONL {question, answer}."),
     retain_qa: Optional[Path] = typer.Option(None, help="QA about the retain set (utility)."),
     holdout_qa: Optional[Path] = typer.Option(None, help="QA about the holdout set (KnowMem baseline)."),
     icl: Optional[Path] = typer.Option(None, help="Few-shot QA pairs for KnowMem (default: retain QA)."),
     calibration: Optional[Path] = typer.Option(None, help="Calibration text for gptq/awq, JSONL (default: retain, else shipped text)."),
+    muse: Optional[Path] = typer.Option(None, help="A MUSE corpus directory (raw/, verbmem/, knowmem/, privleak/) read as is, instead of the set options."),
     original: Optional[Path] = typer.Option(None, help="The model before unlearning (for retention)."),
     reference: Optional[Path] = typer.Option(None, help="A model retrained without the forget set."),
     reference_auc: Optional[float] = typer.Option(None, help="Known reference AUC instead of --reference (MUSE: 0.4772 NEWS, 0.5393 BOOKS)."),
@@ -183,6 +184,7 @@ def audit(
     from .audit import AuditConfig, AuditData, run_audit
     from .cache import VariantCache
     from .data import load_qa, load_texts
+    from .muse_dir import read_muse_dir
     from .quantize.registry import parse_schemes
 
     _check_format(fmt)
@@ -195,7 +197,11 @@ def audit(
     if reference_auc is not None and (reference is not None or not 0 < reference_auc < 1):
         raise InputError("--reference-auc must lie strictly between 0 and 1" if reference is None
                          else "--reference and --reference-auc conflict: give the retrained model or its AUC, not both")
-    data = AuditData(
+    _check_set_options(muse, forget=forget, holdout=holdout, retain=retain, forget_qa=forget_qa, retain_qa=retain_qa,
+                       holdout_qa=holdout_qa, icl=icl)
+    if muse is not None and limit is not None:
+        raise InputError("--limit samples JSONL text sets; it does not apply to --muse, whose sets are read whole")
+    data = read_muse_dir(muse, load_texts(calibration) if calibration else None) if muse is not None else AuditData(
         forget=load_texts(forget, limit, seed),
         holdout=load_texts(holdout, limit, seed),
         retain=load_texts(retain, limit, seed) if retain else None,
@@ -217,6 +223,17 @@ def audit(
             cache=VariantCache(out / ".cache" if out is not None else None, fresh),
         )
     raise typer.Exit(_emit(report, fmt, out, fail_on))
+
+
+def _check_set_options(muse: Optional[Path], **sets: Optional[Path]) -> None:
+    """--muse reads every set from its directory, so a set given as well is refused rather than silently
+    preferred; without --muse, --forget and --holdout are required."""
+    given = [f"--{name.replace('_', '-')}" for name, path in sets.items() if path is not None]
+    if muse is not None and given:
+        raise InputError(f"--muse reads every set from {muse}; drop {', '.join(given)} (only --calibration may be given with it)")
+    for name in ("forget", "holdout"):
+        if muse is None and sets[name] is None:
+            raise InputError(f"missing option '--{name}' (or give --muse DIR)")
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """VerbMem (MUSE; Zhang et al. Eq. 11): can the model continue a forget text verbatim?
 
 The first ``prefix_tokens`` tokens of a text are the prompt; the model continues greedily and the
-output is scored against the true continuation with ROUGE-L F1. MUSE generates 128 tokens and truncates
+output is scored against the true continuation with ROUGE-L F1. Prompts can also be given with their
+continuation, as MUSE ships them (``verbmem/forget.json``; ``prepare_given``). MUSE generates 128 tokens and truncates
 the reference to its first 128; for a continuation shorter than that we stop generating at the
 reference's length, so that text a model adds after the reference ends is not counted against it
 (``--muse-strict`` keeps MUSE's fixed 128). The prompt is fed as token ids, never re-tokenized from a
@@ -26,6 +27,16 @@ class VerbMemItem:
     max_new_tokens: int
 
 
+@dataclass(frozen=True)
+class PromptSet:
+    """VerbMem prompts given with their true continuation (``gt``), as MUSE ships them in
+    ``verbmem/forget.json``; they are used as given, not cut from a text by the tool."""
+
+    path: str
+    sha256: str
+    pairs: tuple[tuple[str, str], ...]
+
+
 def prepare(tokenizer, texts: Sequence[str], muse_strict: bool = False, prefix_tokens: int | None = None):
     spec = definitions()["verbmem"]
     prefix = prefix_tokens or spec["prefix_tokens"]
@@ -42,6 +53,24 @@ def prepare(tokenizer, texts: Sequence[str], muse_strict: bool = False, prefix_t
         budget = limit if muse_strict else len(continuation)
         items.append(VerbMemItem(tuple(bos + ids[:prefix]), reference, budget))
     return items, too_short
+
+
+def prepare_given(tokenizer, pairs: Sequence[tuple[str, str]], muse_strict: bool = False) -> list[VerbMemItem]:
+    """Items from given (prompt, gt) pairs, as MUSE's ``metrics/verbmem.py`` scores them: the prompt is
+    tokenized with BOS, and the reference is the gt's first ``max_new_tokens`` tokens. As in ``prepare``,
+    generation stops at the reference's length (``--muse-strict``: a fixed 128 new tokens, and the gt is
+    cut as MUSE cuts it, with BOS counted among the 128)."""
+    limit = definitions()["verbmem"]["max_new_tokens"]
+    bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
+    items = []
+    for prompt, gt in pairs:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        gt_ids = (bos if muse_strict else []) + tokenizer(gt, add_special_tokens=False)["input_ids"]
+        kept = gt_ids[:limit]
+        reference = tokenizer.decode(kept, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        budget = limit if muse_strict else len(kept)
+        items.append(VerbMemItem(tuple(bos + ids), reference, budget))
+    return items
 
 
 def _adds_bos(tokenizer) -> bool:

@@ -10,7 +10,8 @@ from importlib import metadata
 from .. import __version__
 from ..probes.base import definitions
 
-SCHEMA_VERSION = "1.1"  # 1.1 added forensics, p_value, check.required, run.hardware, config.policy_sha256
+SCHEMA_VERSION = "1.2"  # 1.1 added forensics, p_value, check.required, run.hardware, config.policy_sha256
+# 1.2 added inputs.verbmem_forget, inputs.retain_icl, config.data_source, config.verbmem_prompts
 
 
 def _versions() -> dict:
@@ -72,7 +73,8 @@ def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_inf
             "original": _model(original),
             "reference": _model(reference),
             **{name: _dataset(getattr(data, name)) for name in
-               ("forget", "holdout", "retain", "forget_qa", "retain_qa", "holdout_qa", "icl", "calibration")},
+               ("forget", "holdout", "retain", "forget_qa", "retain_qa", "holdout_qa", "icl", "calibration", "retain_icl",
+                "verbmem_forget")},
         },
         "config": {
             "schemes": {s.name: {"description": s.description, "bits": s.bits, **s.params()} for s in schemes},
@@ -92,6 +94,8 @@ def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_inf
             "verbmem_generation": "fixed 128 new tokens (MUSE)" if cfg.muse_strict
             else "new tokens capped at the reference continuation's length (at most 128)",
             "knowmem_icl_source": work.icl_source,
+            "verbmem_prompts": work.verbmem_source,
+            "data_source": data.source,  # --muse: the directory and every file read from it
             "calibration": work.calibration_source,
             "privleak_reference": ref_info,
             **({"limit": {"records_per_text_set": cfg.limit, "sampling": "seeded reservoir sample (Algorithm R, random.Random(seed)), "
