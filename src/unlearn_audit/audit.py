@@ -271,8 +271,9 @@ def _changed_inputs(data: AuditData, models: list[Checkpoint]) -> list[str]:
         elif now != ts.sha256:
             changed.append(ts.path)
     for m in models:
-        for name, digest in m.file_hashes.items():
-            f = Path(m.path) / name
+        # a merged adapter (--adapter) came from the base's files and the adapter's, not from its temporary copy
+        files = m.source_files() if hasattr(m, "source_files") else {Path(m.path) / n: d for n, d in m.file_hashes.items()}
+        for f, digest in files.items():
             if not f.is_file() or sha256_file(f) != digest:
                 changed.append(str(f))
     return changed
@@ -319,11 +320,13 @@ def run_audit(
     cfg: AuditConfig,
     original_dir: str | None = None,
     reference_dir: str | None = None,
+    adapter_dir: str | None = None,
     on_step: Callable[[str], None] = lambda s: None,
     cache: VariantCache = VariantCache(None),
 ) -> dict:
-    """The whole audit of ``model_dir``. ``data`` is an AuditData, or a MUSE directory
-    (muse_dir.MuseCorpus) that the audited model's tokenizer turns into one. ``cache`` (the resume cache under ``--out``) returns variants already computed
+    """The whole audit of ``model_dir``, with the LoRA adapter ``adapter_dir`` merged in when given.
+    ``data`` is an AuditData, or a MUSE directory (muse_dir.MuseCorpus) that the audited model's
+    tokenizer turns into one. ``cache`` (the resume cache under ``--out``) returns variants already computed
     with the same inputs and settings; the report lists them in ``config.resumed_variants``."""
     started, timings = time.time(), {}
     torch.manual_seed(cfg.seed)
@@ -333,6 +336,12 @@ def run_audit(
     ckpt = load_checkpoint(model_dir, "audited", allow_pickle=cfg.allow_pickle)
     original = load_checkpoint(original_dir, "original", allow_pickle=cfg.allow_pickle) if original_dir else None
     reference = load_checkpoint(reference_dir, "reference", allow_pickle=cfg.allow_pickle) if reference_dir else None
+    if adapter_dir is not None:  # the merged weights are the audited model, and what every scheme quantizes
+        from .models.adapter import merge_adapter
+
+        on_step("merging the adapter")
+        ckpt = merge_adapter(ckpt, adapter_dir, cfg.allow_pickle)
+        model_dir = ckpt.path  # its temporary on-disk copy, for whatever reloads the model from a directory
     for other in (original, reference):
         if other is not None:
             _same_tokenizer(ckpt, other)

@@ -24,6 +24,7 @@ def variant_key(scheme, ckpt, original, data, cfg) -> str:
         "tool": __version__,
         "probes": definitions(),
         "model": ckpt.file_hashes,
+        **({"adapter": ckpt.adapter["files"]} if getattr(ckpt, "adapter", None) else {}),  # --adapter: merged weights differ
         "original": None if original is None else original.file_hashes,
         "data": {k: getattr(v, "sha256", None) for k, v in vars(data).items()},
         "scheme": {"name": scheme.name, **scheme.params()},

@@ -162,6 +162,7 @@ def audit(
     icl: Optional[Path] = typer.Option(None, help="Few-shot QA pairs for KnowMem (default: retain QA)."),
     calibration: Optional[Path] = typer.Option(None, help="Calibration text for gptq/awq, JSONL (default: retain, else shipped text)."),
     muse: Optional[Path] = typer.Option(None, help="A MUSE corpus directory (raw/, verbmem/, knowmem/, privleak/) read as is, instead of the set options."),
+    adapter: Optional[Path] = typer.Option(None, help="A PEFT LoRA adapter directory, merged into MODEL_DIR before the audit (the lora extra)."),
     original: Optional[Path] = typer.Option(None, help="The model before unlearning (for retention)."),
     reference: Optional[Path] = typer.Option(None, help="A model retrained without the forget set."),
     reference_auc: Optional[float] = typer.Option(None, help="Known reference AUC instead of --reference (MUSE: 0.4772 NEWS, 0.5393 BOOKS)."),
@@ -201,6 +202,11 @@ def audit(
                        holdout_qa=holdout_qa, icl=icl)
     if muse is not None and limit is not None:
         raise InputError("--limit samples JSONL text sets; it does not apply to --muse, whose sets are read whole")
+    if adapter is not None:  # a broken adapter or a missing peft is reported before any model is loaded
+        from .models.adapter import check_adapter_dir, require_peft
+
+        check_adapter_dir(adapter, allow_pickle)
+        require_peft()
     data = read_muse_dir(muse, load_texts(calibration) if calibration else None) if muse is not None else AuditData(
         forget=load_texts(forget, limit, seed),
         holdout=load_texts(holdout, limit, seed),
@@ -219,6 +225,7 @@ def audit(
             str(model_dir), data, cfg,
             original_dir=str(original) if original else None,
             reference_dir=str(reference) if reference else None,
+            adapter_dir=str(adapter) if adapter else None,
             on_step=steps,
             cache=VariantCache(out / ".cache" if out is not None else None, fresh),
         )

@@ -11,7 +11,7 @@ from .. import __version__
 from ..probes.base import definitions
 
 SCHEMA_VERSION = "1.2"  # 1.1 added forensics, p_value, check.required, run.hardware, config.policy_sha256
-# 1.2 added inputs.verbmem_forget, inputs.retain_icl, config.data_source, config.verbmem_prompts
+# 1.2 added inputs.adapter, inputs.verbmem_forget, inputs.retain_icl, config.data_source, config.verbmem_prompts
 
 
 def _versions() -> dict:
@@ -55,6 +55,15 @@ def _model(ckpt) -> dict | None:
     return out
 
 
+def _audited(ckpt) -> dict:
+    """The audited model; with --adapter, the base directory it was merged from (``ckpt.path`` is then a
+    temporary copy of the merged model) and the adapter in ``inputs.adapter``."""
+    out = _model(ckpt)
+    if getattr(ckpt, "base_path", None):
+        out["path"] = ckpt.base_path
+    return out
+
+
 def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_info, variants, results,
                  checks, verdict, reason, samples, evidence, timings, started, forensics=None) -> dict:
     forget_items = work.verbmem["forget"]
@@ -69,7 +78,8 @@ def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_inf
         "results": [r.to_dict() for r in results],
         "checks": [c.to_dict() for c in checks],
         "inputs": {
-            "model": _model(ckpt),
+            "model": _audited(ckpt),
+            "adapter": getattr(ckpt, "adapter", None),
             "original": _model(original),
             "reference": _model(reference),
             **{name: _dataset(getattr(data, name)) for name in
