@@ -16,6 +16,7 @@ TEXTS = ["the quick brown fox jumps over the lazy dog", "pack my box with five d
 # Relative L2 error of the logits against fp32, by bit width: loose bounds that still catch a broken grid.
 MAX_LOGIT_ERROR = {2: 1.0, 3: 0.5, 4: 0.3, 5: 0.15, 6: 0.08, 8: 0.03, 32: 0.0}
 PERTURBATION_MAX_ERROR = 0.5  # pruning 30% of a random tiny model moves its logits a lot
+PERTURBATIONS = ("prune", "noise", "relearn")
 
 
 def _gpt2(vocab: int) -> GPT2LMHeadModel:
@@ -66,12 +67,12 @@ def test_every_preset_keeps_the_contract(ckpt, calibration, name):
         out = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=ckpt.tokenizer.pad_token_id)
     assert out.shape[1] == ids.shape[1] + 4
     err = float((got - ref).norm() / ref.norm())
-    bound = PERTURBATION_MAX_ERROR if scheme.params().get("method") in ("prune", "noise") else MAX_LOGIT_ERROR[scheme.bits]
+    bound = PERTURBATION_MAX_ERROR if scheme.params().get("method") in PERTURBATIONS else MAX_LOGIT_ERROR[scheme.bits]
     assert torch.isfinite(got).all() and err <= bound, err
     if name != "fp32":
         assert err > 0, "a quantized variant must differ from fp32"
-    if scheme.params().get("method") in ("prune", "noise"):
-        return  # no grid: checked against their own definitions in test_quant_methods
+    if scheme.params().get("method") in PERTURBATIONS:
+        return  # no grid: checked against their own definitions in test_quant_methods and test_attacks
 
     cols = _group_columns(scheme, 0)
     if cols is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -45,6 +45,7 @@ class AuditData:
     holdout_qa: QASet | None = None
     icl: QASet | None = None
     calibration: TextSet | None = None  # for GPTQ/AWQ; default: retain, else the shipped generic text
+    relearn: TextSet | None = None  # for relearn-*: public in-domain text; default: retain (never forget)
     retain_icl: QASet | None = None  # few-shot pairs for the retain split only (MUSE's retain_qa_icl.json); default: icl
     verbmem_forget: verbmem.PromptSet | None = None  # VerbMem prompts given with their gt (MUSE's verbmem/forget.json)
     source: dict | None = None  # the directory layout the sets came from (--muse): every file, its sha256 and use
@@ -79,6 +80,8 @@ class _Workload:
     notes: list[str]
     calibration: list[list[int]] = field(default_factory=list)
     calibration_source: dict | None = None
+    relearn: list[list[int]] = field(default_factory=list)  # for relearn-* (retain set, or --relearn-data)
+    relearn_source: dict | None = None
     verbmem_source: str = "each text's first prefix_tokens tokens ([verbmem] in muse.toml), continued"
 
 
@@ -156,7 +159,23 @@ def _workload(ckpt: Checkpoint, data: AuditData, cfg: AuditConfig, schemes: list
     if any(s.calibrated for s in schemes):
         work.calibration, work.calibration_source = calibration_tokens(tok, data.calibration or data.retain,
                                                                        "--calibration" if data.calibration else "retain set")
+    if any(getattr(s, "relearns", False) for s in schemes):
+        work.relearn, work.relearn_source = relearn_tokens(tok, data)
     return work
+
+
+def relearn_tokens(tok, data: AuditData) -> tuple[list[list[int]], dict | None]:
+    """The relearning attack's text: --relearn-data, else the retain set; none shares a document with
+    the forget set (Hu et al. relearn on public, related text, never on what was unlearned)."""
+    texts, source = (data.relearn, "--relearn-data") if data.relearn is not None else (data.retain, "retain set")
+    if texts is None:
+        return [], None  # each relearn-* variant is then skipped with the reason
+    shared = set(texts.texts) & set(data.forget.texts)
+    if shared:
+        raise InputError(f"{texts.path}: {len(shared)} relearning text(s) also appear in the forget set {data.forget.path}; "
+                         "the relearning attack must not train on the forget set")
+    seqs = [tok(t)["input_ids"] for t in texts.texts]
+    return seqs, {"source": source, "path": texts.path, "sha256": texts.sha256, "sequences": len(seqs)}
 
 
 def calibration_tokens(tok, texts: TextSet | None, source: str) -> tuple[list[list[int]], dict]:
@@ -282,19 +301,14 @@ def _changed_inputs(data: AuditData, models: list[Checkpoint]) -> list[str]:
 def _variant(scheme, ckpt, original, tok, work, cfg, on_step):
     """Build one variant (and the original's), probe both, and free them: at most one quantized copy
     beside the loaded models at any time."""
-    on_step(f"{scheme.name}: building")
-    built = _place(scheme.build(ckpt, work.calibration), cfg)
-    on_step(f"{scheme.name}: probing")
-    outs = _probe_all(HFModel(scheme.name, built, tok, cfg.batch_size), tok, work, full=True)
-    del built
+    on_step(f"{scheme.name}: building and probing")
+    outs = _probe_scheme(scheme, ckpt, tok, work, cfg, full=True)
     orig_outs: list[ProbeOutput] = []
     fx = None
     if original is not None:
         on_step(f"{scheme.name}: probing the original")
         try:
-            built_orig = _place(scheme.build(original, work.calibration), cfg)
-            orig_outs = _probe_all(HFModel(scheme.name, built_orig, tok, cfg.batch_size), tok, work, full=False)
-            del built_orig
+            orig_outs = _probe_scheme(scheme, original, tok, work, cfg, full=False)
         except SchemeUnavailable:
             pass
         if scheme.bits and scheme.bits < 32:
@@ -303,6 +317,20 @@ def _variant(scheme, ckpt, original, tok, work, cfg, on_step):
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return outs, orig_outs, fx
+
+
+def _probe_scheme(scheme, source: Checkpoint, tok, work: _Workload, cfg: AuditConfig, full: bool) -> list[ProbeOutput]:
+    """Build ``scheme`` on ``source`` and probe it. A seeded scheme (weight noise) is built once per seed
+    and each sample's scores are averaged over the draws; the first draw's generations are the evidence."""
+    text = work.relearn if getattr(scheme, "relearns", False) else work.calibration
+    runs = []
+    for draw in (scheme.seeded() if hasattr(scheme, "seeded") else [scheme]):
+        built = _place(draw.build(source, text), cfg)
+        runs.append(_probe_all(HFModel(scheme.name, built, tok, cfg.batch_size), tok, work, full))
+        del built
+    if len(runs) == 1:
+        return runs[0]
+    return [replace(o, values=tuple(float(np.mean(v)) for v in zip(*(r[i].values for r in runs)))) for i, o in enumerate(runs[0])]
 
 
 def _place(model, cfg: AuditConfig):

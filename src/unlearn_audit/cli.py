@@ -161,6 +161,7 @@ def audit(
     holdout_qa: Optional[Path] = typer.Option(None, help="QA about the holdout set (KnowMem baseline)."),
     icl: Optional[Path] = typer.Option(None, help="Few-shot QA pairs for KnowMem (default: retain QA)."),
     calibration: Optional[Path] = typer.Option(None, help="Calibration text for gptq/awq, JSONL (default: retain, else shipped text)."),
+    relearn_data: Optional[Path] = typer.Option(None, help="Public in-domain text for the relearn-* attacks, JSONL (default: retain; never the forget set)."),
     muse: Optional[Path] = typer.Option(None, help="A MUSE corpus directory (raw/, verbmem/, knowmem/, privleak/) read as is, instead of the set options."),
     adapter: Optional[Path] = typer.Option(None, help="A PEFT LoRA adapter directory, merged into MODEL_DIR before the audit (the lora extra)."),
     original: Optional[Path] = typer.Option(None, help="The model before unlearning (for retention)."),
@@ -182,6 +183,8 @@ def audit(
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True); recorded in the report."),
 ) -> None:
     """Audit a checkpoint: quantize it under each scheme, probe every variant, and give a verdict."""
+    from dataclasses import replace
+
     from .audit import AuditConfig, AuditData, run_audit
     from .cache import VariantCache
     from .data import load_qa, load_texts
@@ -207,7 +210,8 @@ def audit(
 
         check_adapter_dir(adapter, allow_pickle)
         require_peft()
-    data = read_muse_dir(muse, load_texts(calibration) if calibration else None) if muse is not None else AuditData(
+    relearn_set = load_texts(relearn_data) if relearn_data else None
+    data = replace(read_muse_dir(muse, load_texts(calibration) if calibration else None), relearn=relearn_set) if muse is not None else AuditData(
         forget=load_texts(forget, limit, seed),
         holdout=load_texts(holdout, limit, seed),
         retain=load_texts(retain, limit, seed) if retain else None,
@@ -216,6 +220,7 @@ def audit(
         holdout_qa=load_qa(holdout_qa) if holdout_qa else None,
         icl=load_qa(icl) if icl else None,
         calibration=load_texts(calibration) if calibration else None,
+        relearn=relearn_set,
     )
     cfg = AuditConfig(schemes=names, seed=seed, batch_size=batch_size, muse_strict=muse_strict, backend=backend, policy=pol,
                       device=device, dtype=dtype, reference_auc=reference_auc, allow_pickle=allow_pickle, limit=limit,
@@ -237,7 +242,7 @@ def _check_set_options(muse: Optional[Path], **sets: Optional[Path]) -> None:
     preferred; without --muse, --forget and --holdout are required."""
     given = [f"--{name.replace('_', '-')}" for name, path in sets.items() if path is not None]
     if muse is not None and given:
-        raise InputError(f"--muse reads every set from {muse}; drop {', '.join(given)} (only --calibration may be given with it)")
+        raise InputError(f"--muse reads every set from {muse}; drop {', '.join(given)} (only --calibration and --relearn-data may be given with it)")
     for name in ("forget", "holdout"):
         if muse is None and sets[name] is None:
             raise InputError(f"missing option '--{name}' (or give --muse DIR)")

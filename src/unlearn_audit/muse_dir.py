@@ -72,6 +72,7 @@ class MuseCorpus:
     retain_icl: QASet | None
     privleak: dict[str, TextSet]  # "forget" and "holdout", or empty
     calibration: TextSet | None = None
+    relearn: TextSet | None = None  # --relearn-data, for the relearn-* attacks (default: the retain set)
 
     def audit_data(self, tokenizer) -> AuditData:
         def chunked(f: _File) -> TextSet:
@@ -94,6 +95,7 @@ class MuseCorpus:
             retain_icl=self.retain_icl,
             verbmem_forget=self.verbmem,
             calibration=self.calibration,
+            relearn=self.relearn,
             source=self.manifest(),
         )
 

@@ -7,7 +7,9 @@ model's; the audit treats them as variants and the policy judges them like schem
   over all quantized-module weights together are set to zero (ties broken by position, so exactly
   ⌊p·N⌋ are zeroed); ``prune-layer-{p}`` does the same within each module.
 - ``noise-{σ}``: Gaussian noise with standard deviation σ times each weight tensor's own standard
-  deviation, from a fixed seed (one draw per variant; averaging over seeds is left to separate runs).
+  deviation. One draw says little, so the variant is ``draws`` models, one per seed (0, 1, 2), and
+  the audit averages each sample's scores over them (``seeded``): every metric is then the expected
+  score of a sample under the noise, and the per-sample statistics stay valid.
 """
 
 from __future__ import annotations
@@ -57,14 +59,19 @@ class MagnitudePrune(Scheme):
 class GaussianNoise(Scheme):
     bits = 32
 
-    def __init__(self, sigma: float, seed: int = 0) -> None:
-        self.sigma, self.seed = sigma, seed
+    def __init__(self, sigma: float, seed: int = 0, draws: int = 3) -> None:
+        self.sigma, self.seed, self.draws = sigma, seed, draws
         self.name = f"noise-{sigma:g}"
-        self.description = f"Gaussian weight noise, σ = {sigma:g} × each tensor's std (seed {seed})"
+        self.description = f"Gaussian weight noise, σ = {sigma:g} × each tensor's std, scores averaged over {draws} seeds"
 
     def params(self) -> dict:
-        return {"method": "noise", "relative_sigma": self.sigma, "seed": self.seed,
+        return {"method": "noise", "relative_sigma": self.sigma, "seeds": [self.seed + i for i in range(self.draws)],
+                "averaging": "each sample's scores are averaged over the seeds' models",
                 "skipped_modules": "lm_head (output embeddings) and embeddings"}
+
+    def seeded(self) -> list["GaussianNoise"]:
+        """One single-draw scheme per seed; the audit probes each and averages per sample."""
+        return [GaussianNoise(self.sigma, self.seed + i, draws=1) for i in range(self.draws)]
 
     def build(self, checkpoint, calibration=None):
         model = copy.deepcopy(checkpoint.model)

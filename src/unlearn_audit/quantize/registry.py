@@ -16,6 +16,8 @@ from .ggml import GGMLScheme
 from .gptq import GPTQScheme
 from .llamacpp import LlamaCppScheme
 from .perturb import GaussianNoise, MagnitudePrune
+from .relearn import Relearn
+from .republish import Republished
 from .rtn import RTNScheme
 
 SCHEMES: dict[str, Callable[[], Scheme]] = {
@@ -44,6 +46,11 @@ SCHEMES: dict[str, Callable[[], Scheme]] = {
     **{f"prune-magnitude-{p}": (lambda p=p: MagnitudePrune(p)) for p in (10, 20, 30)},
     **{f"prune-layer-{p}": (lambda p=p: MagnitudePrune(p, per_layer=True)) for p in (10, 20, 30)},
     **{f"noise-{s:g}": (lambda s=s: GaussianNoise(s)) for s in (0.01, 0.05)},
+    # The relearning attack (relearn.py): a few steps on public in-domain text, never the forget set.
+    **{f"relearn-{n}": (lambda n=n: Relearn(n)) for n in (10, 25, 50)},
+    # A quantized model republished as fp16 (republish.py).
+    "dequant-requant-gguf-q4_0": lambda: Republished(GGMLScheme("q4_0")),
+    "dequant-requant-gptq-int4": lambda: Republished(GPTQScheme(4, 128)),
     # llama.cpp's block formats through gguf.quants.
     **{f"gguf-{k}": (lambda k=k: GGMLScheme(k)) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")},
     # llama.cpp's K-quant file types through llama.cpp itself (the [llamacpp] extra).

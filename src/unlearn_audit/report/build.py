@@ -84,7 +84,7 @@ def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_inf
             "reference": _model(reference),
             **{name: _dataset(getattr(data, name)) for name in
                ("forget", "holdout", "retain", "forget_qa", "retain_qa", "holdout_qa", "icl", "calibration", "retain_icl",
-                "verbmem_forget")},
+                "verbmem_forget", "relearn")},
         },
         "config": {
             "schemes": {s.name: {"description": s.description, "bits": s.bits, **s.params()} for s in schemes},
@@ -107,6 +107,7 @@ def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_inf
             "verbmem_prompts": work.verbmem_source,
             "data_source": data.source,  # --muse: the directory and every file read from it
             "calibration": work.calibration_source,
+            "relearn": work.relearn_source,  # the relearning attack's text (relearn-* schemes): source and sha256
             "privleak_reference": ref_info,
             **({"limit": {"records_per_text_set": cfg.limit, "sampling": "seeded reservoir sample (Algorithm R, random.Random(seed)), "
                           "uniform over the file's records, kept in file order; forget, holdout and retain only"}}

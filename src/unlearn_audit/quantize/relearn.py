@@ -1,0 +1,66 @@
+"""The relearning attack (Hu et al., ICLR 2025, "Jogging the memory of unlearned LLMs through targeted
+relearning"): a few fine-tuning steps on a small amount of *public, related* text, never the forget set
+itself, can bring back knowledge that unlearning only hid. If the audited model regains the forget set
+after ``steps`` optimizer steps on the retain set (or ``--relearn-data``), the forgetting was shallow.
+
+``relearn-{steps}``: AdamW, constant learning rate ``lr`` (default 1e-5, the small rates of the relearning
+literature), ``batch_size`` sequences per step drawn in a seeded shuffled order and cycled, next-token
+cross-entropy. The audit passes the relearning text's token ids (cut to 256 tokens) and records its
+source and sha256; it refuses relearning text that shares a document with the forget set.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import torch
+
+from ..remediate.losses import cross_entropy, make_batch
+from .base import Scheme, SchemeUnavailable
+
+MAX_TOKENS = 256
+
+
+class Relearn(Scheme):
+    bits = 32
+    #: True: ``build`` gets the relearning text (retain set or --relearn-data) as token ids.
+    relearns = True
+
+    def __init__(self, steps: int, lr: float = 1e-5, batch_size: int = 4, seed: int = 0) -> None:
+        self.steps, self.lr, self.batch_size, self.seed = steps, lr, batch_size, seed
+        self.name = f"relearn-{steps}"
+        self.description = f"relearning attack: {steps} AdamW steps at lr {lr:g} on public in-domain text (retain or --relearn-data)"
+
+    def params(self) -> dict:
+        return {"method": "relearn", "steps": self.steps, "lr": self.lr, "batch_size": self.batch_size, "seed": self.seed,
+                "optimizer": "AdamW, constant lr, no weight decay", "max_tokens": MAX_TOKENS}
+
+    def build(self, checkpoint, calibration=None):
+        seqs = [s[:MAX_TOKENS] for s in (calibration or []) if len(s) > 1]
+        if not seqs:
+            raise SchemeUnavailable("relearning needs public in-domain text: give --retain or --relearn-data")
+        model = copy.deepcopy(checkpoint.model)
+        for p in model.parameters():  # the audited copy may be frozen; its trainable twin is not
+            p.requires_grad_(True)
+        pad = checkpoint.tokenizer.pad_token_id
+        rng, order = random.Random(self.seed), []
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
+            torch.manual_seed(self.seed)
+            opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=0.0)
+            model.train()
+            for _ in range(self.steps):
+                batch = []
+                while len(batch) < min(self.batch_size, len(seqs)):
+                    if not order:
+                        order = list(range(len(seqs)))
+                        rng.shuffle(order)
+                    batch.append(seqs[order.pop()])
+                loss = cross_entropy(model, make_batch(batch, pad))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
