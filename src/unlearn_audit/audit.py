@@ -22,6 +22,7 @@ from . import stats
 from .cache import VariantCache, variant_key
 from .data import QASet, TextSet, load_texts
 from .errors import InputError
+from .executor import JobContext, LocalExecutor, Skipped
 from .models.hf import HFModel
 from .models.loading import Checkpoint, load_checkpoint
 from .policy import Policy, Result, judge
@@ -351,11 +352,14 @@ def run_audit(
     adapter_dir: str | None = None,
     on_step: Callable[[str], None] = lambda s: None,
     cache: VariantCache = VariantCache(None),
+    executor=None,
 ) -> dict:
     """The whole audit of ``model_dir``, with the LoRA adapter ``adapter_dir`` merged in when given.
     ``data`` is an AuditData, or a MUSE directory (muse_dir.MuseCorpus) that the audited model's
     tokenizer turns into one. ``cache`` (the resume cache under ``--out``) returns variants already computed
-    with the same inputs and settings; the report lists them in ``config.resumed_variants``."""
+    with the same inputs and settings; the report lists them in ``config.resumed_variants``.
+    ``executor`` runs the variant jobs (executor.py): here one at a time by default, or on Ray."""
+    executor = executor or LocalExecutor()
     started, timings = time.time(), {}
     torch.manual_seed(cfg.seed)
     schemes = resolve_schemes(cfg)
@@ -389,7 +393,9 @@ def run_audit(
     if reference is not None:
         t = time.perf_counter()
         on_step("scoring the reference model")
-        ref_model = HFModel("reference", _place(reference.model, cfg), tok, cfg.batch_size)
+        # The driver scores the reference; with a remote executor it may have no GPU of its own.
+        here = cfg if cfg.device == "cpu" or torch.cuda.is_available() else replace(cfg, device="cpu", dtype="float32")
+        ref_model = HFModel("reference", _place(reference.model, here), tok, cfg.batch_size)
         f = mink.scores(ref_model.token_scores(work.mink["forget"]), "forget")
         h = mink.scores(ref_model.token_scores(work.mink["holdout"]), "holdout")
         pick = lambda outs: next(o.values for o in outs if o.metric == headline)  # noqa: E731
@@ -398,21 +404,23 @@ def run_audit(
         timings["reference_s"] = time.perf_counter() - t
 
     variants, results, samples, evidence, fp32_outs, weights, cached = [], [], [], {}, None, {}, []
+    keys = {s.name: variant_key(s, ckpt, original, data, cfg) for s in schemes}
+    hits = {s.name: cache.get(keys[s.name]) for s in schemes}
+    ctx = JobContext(model_dir, original_dir, ckpt, original, work, cfg, on_step)
+    jobs = executor.run([s for s in schemes if hits[s.name] is None], ctx)  # in scheme order
     for scheme in schemes:
         t = time.perf_counter()
-        key = variant_key(scheme, ckpt, original, data, cfg)
-        hit = cache.get(key)
-        if hit is not None:
+        if hits[scheme.name] is not None:
             on_step(f"{scheme.name}: from the resume cache")
-            outs, orig_outs, fx = hit
+            outs, orig_outs, fx = hits[scheme.name]
             cached.append(scheme.name)
         else:
-            try:
-                outs, orig_outs, fx = _variant(scheme, ckpt, original, tok, work, cfg, on_step)
-            except SchemeUnavailable as exc:
-                variants.append({"name": scheme.name, "scheme": scheme.name, "bits": scheme.bits, "status": "skipped", "reason": str(exc)})
+            done = next(jobs)
+            if isinstance(done, Skipped):
+                variants.append({"name": scheme.name, "scheme": scheme.name, "bits": scheme.bits, "status": "skipped", "reason": done.reason})
                 continue
-            cache.put(key, outs, orig_outs, fx)
+            outs, orig_outs, fx = done
+            cache.put(keys[scheme.name], outs, orig_outs, fx)
         if fx is not None:
             weights[scheme.name] = fx
         idx = _index(outs)
@@ -452,4 +460,5 @@ def run_audit(
     )
     report["findings"] = findings
     report["run"]["resumed_variants"] = cached  # read from the resume cache, not recomputed
+    report["run"]["executor"] = executor.describe()
     return report

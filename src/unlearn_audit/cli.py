@@ -97,8 +97,9 @@ def _write_outputs(out: Path, report: dict) -> None:
         raise InputError(f"{out}: cannot write the report ({exc.strerror or exc})") from None
 
 
-def _device(device: str, dtype: str) -> tuple[str, str]:
-    """Resolve --device and --dtype, refusing combinations that cannot run; sets CPU threads."""
+def _device(device: str, dtype: str, remote: bool = False) -> tuple[str, str]:
+    """Resolve --device and --dtype, refusing combinations that cannot run; sets CPU threads. With a
+    remote executor, --device cuda names the workers' GPUs, which this machine need not have."""
     import torch
 
     from .benchmark.scenario import usable_cpus
@@ -109,7 +110,7 @@ def _device(device: str, dtype: str) -> tuple[str, str]:
         raise InputError(f"--dtype must be float32 or bfloat16, got {dtype!r}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available() and not remote:
         raise InputError("--device cuda: no CUDA device is available here")
     if dtype == "bfloat16" and device == "cpu":
         raise InputError("--dtype bfloat16 is for GPU compute; use it with --device cuda (CPU audits run in float32)")
@@ -179,6 +180,8 @@ def audit(
     dtype: str = typer.Option("float32", help="float32, or bfloat16 for GPU compute."),
     fail_on: str = typer.Option("inconclusive", help="Exit non-zero on: inconclusive (FAIL or INCONCLUSIVE) or fail (FAIL only)."),
     muse_strict: bool = typer.Option(False, help="Literal MUSE prompts: trailing-space KnowMem query, 128-token VerbMem."),
+    executor: str = typer.Option("local", help="Where variant jobs run: local (here, one at a time) or ray (a Ray cluster; the ray extra)."),
+    ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster to join with --executor ray (default: a local instance)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Audit a seeded uniform sample of N records from each text set (forget, holdout, retain)."),
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True); recorded in the report."),
 ) -> None:
@@ -188,6 +191,7 @@ def audit(
     from .audit import AuditConfig, AuditData, run_audit
     from .cache import VariantCache
     from .data import load_qa, load_texts
+    from .executor import get_executor
     from .muse_dir import read_muse_dir
     from .quantize.registry import parse_schemes
 
@@ -197,7 +201,8 @@ def audit(
     names = tuple(s.name for s in parse_schemes(schemes))
     parse_schemes(schemes, backend)  # checks --backend
     pol, pol_source = _policy(policy)
-    device, dtype = _device(device, dtype)
+    jobs = get_executor(executor, ray_address)
+    device, dtype = _device(device, dtype, remote=executor != "local")
     if reference_auc is not None and (reference is not None or not 0 < reference_auc < 1):
         raise InputError("--reference-auc must lie strictly between 0 and 1" if reference is None
                          else "--reference and --reference-auc conflict: give the retrained model or its AUC, not both")
@@ -233,6 +238,7 @@ def audit(
             adapter_dir=str(adapter) if adapter else None,
             on_step=steps,
             cache=VariantCache(out / ".cache" if out is not None else None, fresh),
+            executor=jobs,
         )
     raise typer.Exit(_emit(report, fmt, out, fail_on))
 
