@@ -1,0 +1,113 @@
+"""``unlearn-audit audit``: the audit itself, from files or a MUSE directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import InputError, _check_fail_on, _check_format, _check_out, _device, _emit, _policy, _Steps, app
+
+
+@app.command()
+def audit(
+    model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="Claimed-unlearned model: a local Hugging Face directory."),
+    forget: Optional[Path] = typer.Option(None, help="Forget set, JSONL of {\"text\": ...} (required unless --muse)."),
+    holdout: Optional[Path] = typer.Option(None, help="Holdout set (never trained on), JSONL of {\"text\": ...} (required unless --muse)."),
+    retain: Optional[Path] = typer.Option(None, help="Retain set, JSONL of {\"text\": ...} (recorded)."),
+    forget_qa: Optional[Path] = typer.Option(None, help="QA about the forget set, JSONL {question, answer}."),
+    retain_qa: Optional[Path] = typer.Option(None, help="QA about the retain set (utility)."),
+    holdout_qa: Optional[Path] = typer.Option(None, help="QA about the holdout set (KnowMem baseline)."),
+    icl: Optional[Path] = typer.Option(None, help="Few-shot QA pairs for KnowMem (default: retain QA)."),
+    calibration: Optional[Path] = typer.Option(None, help="Calibration text for gptq/awq, JSONL (default: retain, else shipped text)."),
+    relearn_data: Optional[Path] = typer.Option(None, help="Public in-domain text for the relearn-* attacks, JSONL (default: retain; never the forget set)."),
+    muse: Optional[Path] = typer.Option(None, help="A MUSE corpus directory (raw/, verbmem/, knowmem/, privleak/) read as is, instead of the set options."),
+    adapter: Optional[Path] = typer.Option(None, help="A PEFT LoRA adapter directory, merged into MODEL_DIR before the audit (the lora extra)."),
+    original: Optional[Path] = typer.Option(None, help="The model before unlearning (for retention)."),
+    reference: Optional[Path] = typer.Option(None, help="A model retrained without the forget set."),
+    reference_auc: Optional[float] = typer.Option(None, help="Known reference AUC instead of --reference (MUSE: 0.4772 NEWS, 0.5393 BOOKS)."),
+    schemes: str = typer.Option(",".join(["fp32", "rtn-int8", "rtn-int4", "bnb-fp4"]), help="Comma-separated scheme names (see `schemes`)."),
+    out: Optional[Path] = typer.Option(None, envvar="UNLEARN_AUDIT_OUT", help="Directory for report.json."),
+    seed: int = typer.Option(0, help="Seed for the bootstrap and any randomness."),
+    fmt: str = typer.Option("table", "--format", help="stdout format: table or json."),
+    batch_size: int = typer.Option(8, min=1, help="Sequences per forward/generate batch."),
+    backend: str = typer.Option("reference", help="reference (the tool's exact algorithms) or library (bitsandbytes/torchao twins)."),
+    policy: Optional[Path] = typer.Option(None, help="TOML file of verdict thresholds (see README)."),
+    fresh: bool = typer.Option(False, help="Ignore the resume cache under --out and recompute every variant."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto (cuda when available)."),
+    dtype: str = typer.Option("float32", help="float32, or bfloat16 for GPU compute."),
+    fail_on: str = typer.Option("inconclusive", help="Exit non-zero on: inconclusive (FAIL or INCONCLUSIVE) or fail (FAIL only)."),
+    muse_strict: bool = typer.Option(False, help="Literal MUSE prompts: trailing-space KnowMem query, 128-token VerbMem."),
+    executor: str = typer.Option("local", help="Where variant jobs run: local (here, one at a time) or ray (a Ray cluster; the ray extra)."),
+    ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster to join with --executor ray (default: a local instance)."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Audit a seeded uniform sample of N records from each text set (forget, holdout, retain)."),
+    allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True); recorded in the report."),
+) -> None:
+    """Audit a checkpoint: quantize it under each scheme, probe every variant, and give a verdict."""
+    from dataclasses import replace
+
+    from ..audit import AuditConfig, AuditData, run_audit
+    from ..cache import VariantCache
+    from ..data import load_qa, load_texts
+    from ..executor import get_executor
+    from ..muse_dir import read_muse_dir
+    from ..quantize.registry import parse_schemes
+
+    _check_format(fmt)
+    _check_fail_on(fail_on)
+    _check_out(out)
+    names = tuple(s.name for s in parse_schemes(schemes))
+    parse_schemes(schemes, backend)  # checks --backend
+    pol, pol_source = _policy(policy)
+    jobs = get_executor(executor, ray_address)
+    device, dtype = _device(device, dtype, remote=executor != "local")
+    if reference_auc is not None and (reference is not None or not 0 < reference_auc < 1):
+        raise InputError("--reference-auc must lie strictly between 0 and 1" if reference is None
+                         else "--reference and --reference-auc conflict: give the retrained model or its AUC, not both")
+    _check_set_options(muse, forget=forget, holdout=holdout, retain=retain, forget_qa=forget_qa, retain_qa=retain_qa,
+                       holdout_qa=holdout_qa, icl=icl)
+    if muse is not None and limit is not None:
+        raise InputError("--limit samples JSONL text sets; it does not apply to --muse, whose sets are read whole")
+    if adapter is not None:  # a broken adapter or a missing peft is reported before any model is loaded
+        from ..models.adapter import check_adapter_dir, require_peft
+
+        check_adapter_dir(adapter, allow_pickle)
+        require_peft()
+    relearn_set = load_texts(relearn_data) if relearn_data else None
+    data = replace(read_muse_dir(muse, load_texts(calibration) if calibration else None), relearn=relearn_set) if muse is not None else AuditData(
+        forget=load_texts(forget, limit, seed),
+        holdout=load_texts(holdout, limit, seed),
+        retain=load_texts(retain, limit, seed) if retain else None,
+        forget_qa=load_qa(forget_qa) if forget_qa else None,
+        retain_qa=load_qa(retain_qa) if retain_qa else None,
+        holdout_qa=load_qa(holdout_qa) if holdout_qa else None,
+        icl=load_qa(icl) if icl else None,
+        calibration=load_texts(calibration) if calibration else None,
+        relearn=relearn_set,
+    )
+    cfg = AuditConfig(schemes=names, seed=seed, batch_size=batch_size, muse_strict=muse_strict, backend=backend, policy=pol,
+                      device=device, dtype=dtype, reference_auc=reference_auc, allow_pickle=allow_pickle, limit=limit,
+                      **({"policy_source": f"policy file {pol_source}"} if pol_source else {}))
+    with _Steps() as steps:
+        report = run_audit(
+            str(model_dir), data, cfg,
+            original_dir=str(original) if original else None,
+            reference_dir=str(reference) if reference else None,
+            adapter_dir=str(adapter) if adapter else None,
+            on_step=steps,
+            cache=VariantCache(out / ".cache" if out is not None else None, fresh),
+            executor=jobs,
+        )
+    raise typer.Exit(_emit(report, fmt, out, fail_on))
+
+
+def _check_set_options(muse: Optional[Path], **sets: Optional[Path]) -> None:
+    """--muse reads every set from its directory, so a set given as well is refused rather than silently
+    preferred; without --muse, --forget and --holdout are required."""
+    given = [f"--{name.replace('_', '-')}" for name, path in sets.items() if path is not None]
+    if muse is not None and given:
+        raise InputError(f"--muse reads every set from {muse}; drop {', '.join(given)} (only --calibration and --relearn-data may be given with it)")
+    for name in ("forget", "holdout"):
+        if muse is None and sets[name] is None:
+            raise InputError(f"missing option '--{name}' (or give --muse DIR)")

@@ -1,0 +1,161 @@
+"""Shared pieces of the command line: the app, stderr, output writing and the option checks every
+command uses."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from ..errors import InputError
+
+try:  # typer >= 0.20 vendors its own click; usage errors are raised from there
+    from typer._click import exceptions as click_exc  # noqa: F401  (main catches its UsageError)
+except ImportError:  # pragma: no cover - older typer uses the click package
+    from click import exceptions as click_exc  # noqa: F401
+
+EXIT = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 1}
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Has this language model really forgotten? Quantize, probe, and give a verdict with evidence.")
+err = Console(stderr=True, highlight=False)
+
+
+class _Steps:
+    """A spinner with the current stage on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.status = err.status("starting") if err.is_terminal else None
+
+    def __enter__(self):
+        if self.status:
+            self.status.__enter__()
+        return self
+
+    def __call__(self, text: str) -> None:
+        if self.status:
+            self.status.update(text)
+
+    def __exit__(self, *exc):
+        if self.status:
+            self.status.__exit__(*exc)
+
+
+def _stdout_console() -> Console:
+    """The table's console: a pipe or file gets a wide table instead of rich's 80-column default."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def _exit_code(verdict: str, fail_on: str) -> int:
+    """0 PASS, 1 FAIL; INCONCLUSIVE fails too unless ``--fail-on fail``."""
+    if verdict == "INCONCLUSIVE" and fail_on == "fail":
+        return 0
+    return EXIT[verdict]
+
+
+def _check_fail_on(fail_on: str) -> None:
+    if fail_on not in ("fail", "inconclusive"):
+        raise InputError(f"--fail-on must be 'fail' or 'inconclusive', got {fail_on!r}")
+
+
+def _emit(report: dict, fmt: str, out: Optional[Path], fail_on: str = "inconclusive") -> int:
+    """Write report.json, report.html and samples.jsonl under ``out`` (each atomically), print the table
+    or the JSON, and return the exit code."""
+    from ..report.console import render
+    from ..report.write import to_json_text
+
+    for note in report["config"].get("notes", []):
+        _say(f"note: {note}")
+    if out is not None:
+        _write_outputs(out, report)
+    if fmt == "json":
+        sys.stdout.write(to_json_text(report))
+    else:
+        render(report, _stdout_console())
+        if out is not None:
+            err.print(f"report written to {out / 'report.json'} (and report.html, samples.jsonl)")
+    return _exit_code(report["verdict"], fail_on)
+
+
+def _write_outputs(out: Path, report: dict) -> None:
+    """samples.jsonl, report.html and report.json as one atomic unit."""
+    from ..report.render import html
+    from ..report.write import samples_text, to_json_text, write_files_atomic
+
+    files = {out / "samples.jsonl": samples_text(report), out / "report.html": html(report), out / "report.json": to_json_text(report)}
+    try:
+        write_files_atomic(files)
+    except OSError as exc:  # e.g. a full disk: nothing half-written is left, and the user is told plainly
+        raise InputError(f"{out}: cannot write the report ({exc.strerror or exc})") from None
+
+
+def _device(device: str, dtype: str, remote: bool = False) -> tuple[str, str]:
+    """Resolve --device and --dtype, refusing combinations that cannot run; sets CPU threads. With a
+    remote executor, --device cuda names the workers' GPUs, which this machine need not have."""
+    import torch
+
+    from ..benchmark.scenario import usable_cpus
+
+    if device not in ("cpu", "cuda", "auto"):
+        raise InputError(f"--device must be cpu, cuda or auto, got {device!r}")
+    if dtype not in ("float32", "bfloat16"):
+        raise InputError(f"--dtype must be float32 or bfloat16, got {dtype!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available() and not remote:
+        raise InputError("--device cuda: no CUDA device is available here")
+    if dtype == "bfloat16" and device == "cpu":
+        raise InputError("--dtype bfloat16 is for GPU compute; use it with --device cuda (CPU audits run in float32)")
+    if torch.get_num_threads() > usable_cpus():  # never more threads than the CPUs we may run on
+        torch.set_num_threads(usable_cpus())
+    return device, dtype
+
+
+def _policy(path: Optional[Path]):
+    from ..policy import Policy
+
+    return (Policy.from_toml(path), str(path)) if path is not None else (Policy(), None)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("table", "json"):
+        raise InputError(f"--format must be 'table' or 'json', got {fmt!r}")
+
+
+def _check_out(out: Optional[Path], file: bool = False, flag: str = "--out") -> None:
+    """Refuse an output directory (or, with ``file``, an output file's place) that cannot be written,
+    before any work is done rather than after the audit."""
+    if out is None:
+        return
+    if not file and out.exists() and not out.is_dir():
+        raise InputError(f"{out}: --out must be a directory")
+    target = out.parent if file else out
+    probe = target if target.exists() else next((p for p in target.parents if p.exists()), Path("."))
+    if not probe.is_dir():
+        raise InputError(f"{out}: {flag} cannot be created: {probe} is a file, not a directory")
+    # os.access says yes to root almost everywhere (a read-only mount, /proc), so create and remove a
+    # real file where the first directory would go; nothing is left behind, not even a directory.
+    try:
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".unlearn-audit-probe.")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise InputError(f"{out}: {flag} is not writable ({exc.strerror or exc})") from None
+
+
+
+
+def _check_percentile(p: float) -> None:
+    if not 0 < p < 100:
+        raise InputError(f"--saliency-percentile must be between 0 and 100 (the paper uses 90, 95 or 99), got {p}")
+
+
+
+def _say(message: str) -> None:
+    """One unwrapped line on stderr (rich would wrap long paths onto several lines)."""
+    sys.stderr.write("unlearn-audit: " + " ".join(message.split()) + "\n")

@@ -1,0 +1,69 @@
+"""The entry point: runs a command and turns every outcome into one exit code and at most one line."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import typer
+
+from . import audit_cmd, demo_cmd, model_cmds, report_cmds  # noqa: F401  (registers the commands, in this order)
+from .common import InputError, _say, app, click_exc, err
+
+
+def _quiet_libraries() -> None:
+    """Library progress bars and advisories would interleave with our stderr; our own stages suffice."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    # transformers imports torchao when it is installed; its CUDA-only kernels then log load failures.
+    for name in ("bitsandbytes", "torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class _Signalled(BaseException):
+    """SIGINT or SIGTERM, raised like Ctrl-C so every atomic writer removes its temp files on the way out.
+    Not a KeyboardInterrupt: typer turns that into a silent exit code, and the user should be told."""
+
+    def __init__(self, signum: int) -> None:
+        self.word, self.code = ("interrupted", 130) if signum == signal.SIGINT else ("terminated", 143)
+
+
+def _raise_signalled(signum, frame) -> None:
+    raise _Signalled(signum)
+
+
+def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _raise_signalled)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # keep SIGINT ignored if it was
+        signal.signal(signal.SIGINT, _raise_signalled)
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args.remove("--debug")
+    _quiet_libraries()
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="unlearn-audit", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except click_exc.UsageError as exc:
+        _say(f"error: {exc.format_message()}")
+        code = 2
+    except InputError as exc:
+        _say(f"error: {exc}")
+        code = 2
+    except (KeyboardInterrupt, typer.Abort):
+        _say("interrupted")
+        code = 130
+    except _Signalled as exc:
+        _say(exc.word)
+        code = exc.code
+    except Exception as exc:  # a bug in the tool, not a finding: keep it apart from FAIL (exit 3)
+        if debug:
+            err.print_exception()
+        _say(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
+        code = 3
+    sys.exit(code or 0)

@@ -1,0 +1,181 @@
+"""Commands that write a model: ``quantize``, ``unlearn`` and ``remediate`` (SURE)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import InputError, _check_format, _check_out, _check_percentile, _emit, _say, _Steps, app, err
+
+
+@app.command()
+def quantize(
+    model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="A local Hugging Face causal-LM directory."),
+    scheme: str = typer.Option(..., help="Scheme name (see `schemes`)."),
+    out: Path = typer.Option(..., help="Directory to write the quantized checkpoint to (must not exist)."),
+    calibration: Optional[Path] = typer.Option(None, help="Calibration text for gptq/awq, JSONL (default: shipped text)."),
+    allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
+) -> None:
+    """Write SCHEME applied to MODEL_DIR as a checkpoint that transformers loads."""
+    from ..audit import calibration_tokens
+    from ..data import load_texts
+    from ..models.loading import load_checkpoint, write_checkpoint
+    from ..quantize.base import SchemeUnavailable
+    from ..quantize.registry import get_scheme
+
+    s = get_scheme(scheme)
+    if out.exists():
+        raise InputError(f"{out}: already exists; choose a new directory")
+    _check_out(out)
+    texts = load_texts(calibration) if calibration else None
+    ckpt = load_checkpoint(model_dir, allow_pickle=allow_pickle)
+    calib = calibration_tokens(ckpt.tokenizer, texts, "--calibration")[0] if s.calibrated else None
+    try:
+        model = s.build(ckpt, calib)
+    except SchemeUnavailable as exc:
+        raise InputError(f"scheme {scheme}: {exc}") from None
+    write_checkpoint(model, ckpt.tokenizer, out)
+    err.print(f"wrote {s.name} checkpoint to {out}")
+
+
+class _TrainingBar:
+    """A rich progress bar with the current loss on stderr, shown only on a terminal."""
+
+    def __init__(self, what: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.what = what
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+            TimeRemainingColumn(), console=err, disable=not err.is_terminal,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __call__(self, step: int, total: int, loss: float) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task(self.what, total=total, loss="-")
+            if not err.is_terminal:  # a log (CI) gets one line saying training started
+                _say(f"{self.what}: {total} steps")
+        self.progress.update(self.task, completed=step, loss=f"{loss:.4f}")
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+
+def _unlearn_config(method, lr, sure, epochs, steps, batch_size, alpha, beta, seed, n_forget):
+    from ..remediate.unlearn import METHODS, UnlearnConfig
+
+    if method not in METHODS:
+        import difflib
+
+        close = difflib.get_close_matches(method, METHODS, n=1)
+        raise InputError(f"unknown method {method!r}" + (f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(METHODS)}"))
+    if steps is None:
+        steps = epochs * -(-n_forget // batch_size)
+    # Defaults: lr 1e-5 (MUSE, paper App. D) or 1e-4 with SURE (paper Table 6); α = 1 (Table 5, NEWS).
+    lr = lr if lr is not None else (1e-4 if sure else 1e-5)
+    return UnlearnConfig(method, lr=lr, steps=steps, batch_size=batch_size, alpha=alpha, beta=beta, seed=seed)
+
+
+
+@app.command("unlearn")
+def unlearn_command(
+    original_dir: Path = typer.Argument(..., metavar="ORIGINAL_DIR", help="The model to unlearn (local HF directory)."),
+    forget: Path = typer.Option(..., help="Forget set, JSONL of {\"text\": ...}."),
+    retain: Path = typer.Option(..., help="Retain set, JSONL of {\"text\": ...}."),
+    method: str = typer.Option("ga_gdr", help="ga, ga_gdr, ga_klr, npo, npo_gdr or npo_klr."),
+    sure: bool = typer.Option(False, help="SURE: unlearn only the salient modules (paper Sec. 6.1)."),
+    saliency_percentile: float = typer.Option(90.0, help="SURE threshold γ, a percentile of module scores."),
+    per_layer: bool = typer.Option(False, help="SURE scores whole layers instead of single Linear modules."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default 1e-5, or 1e-4 with --sure)."),
+    epochs: int = typer.Option(5, min=1, help="Passes over the forget set (ignored when --steps is given)."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Optimizer steps."),
+    batch_size: int = typer.Option(8, min=1),
+    max_length: int = typer.Option(2048, min=8, help="Tokens per training sequence."),
+    alpha: float = typer.Option(1.0, help="Retain-regularizer weight α."),
+    beta: float = typer.Option(0.1, help="NPO β."),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(..., help="Directory for the unlearned checkpoint (must not exist)."),
+    allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
+) -> None:
+    """Unlearn the forget set from a model (GA or NPO, with GDR or KLR), optionally with SURE."""
+    from ..data import load_texts
+    from ..models.loading import load_checkpoint
+    from ..remediate.run import SureConfig, run_unlearning
+
+    _check_percentile(saliency_percentile)
+    if out.exists():
+        raise InputError(f"{out}: already exists; choose a new directory")
+    _check_out(out)
+    f, r = load_texts(forget), load_texts(retain)
+    cfg = _unlearn_config(method, lr, sure, epochs, steps, batch_size, alpha, beta, seed, len(f.texts))
+    start = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle)
+    needs_ref = cfg.method.startswith("npo") or cfg.method.endswith("klr")
+    reference = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle) if needs_ref else None
+    with _TrainingBar(f"unlearning ({cfg.method}{' + SURE' if sure else ''})") as bar:
+        record = run_unlearning(start, reference, f, r, cfg, SureConfig(saliency_percentile, per_layer) if sure else None,
+                                out, max_length, on_step=bar)
+    if record["sure"]:
+        err.print(f"SURE selected {len(record['sure']['selected'])} of {len(record['sure']['scores'])} units")
+    err.print(f"wrote {out} (see {out / 'unlearning.json'})")
+
+
+@app.command()
+def remediate(
+    model_dir: Path = typer.Argument(..., metavar="UNLEARNED_OR_ORIGINAL_DIR", help="The model to remediate."),
+    original: Path = typer.Option(..., help="The model before unlearning (reference for NPO/KLR and the audit)."),
+    forget: Path = typer.Option(..., help="Forget set, JSONL."),
+    retain: Path = typer.Option(..., help="Retain set, JSONL."),
+    holdout: Path = typer.Option(..., help="Holdout set, JSONL (for --verify)."),
+    method: str = typer.Option("ga_gdr", help="ga, ga_gdr, ga_klr, npo, npo_gdr or npo_klr."),
+    sure: bool = typer.Option(True, help="SURE (on by default here)."),
+    saliency_percentile: float = typer.Option(90.0),
+    per_layer: bool = typer.Option(False),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default 1e-4 with SURE, else 1e-5)."),
+    epochs: int = typer.Option(5, min=1),
+    steps: Optional[int] = typer.Option(None, min=1),
+    batch_size: int = typer.Option(8, min=1),
+    max_length: int = typer.Option(2048, min=8),
+    alpha: float = typer.Option(1.0),
+    beta: float = typer.Option(0.1),
+    seed: int = typer.Option(0),
+    schemes: str = typer.Option("fp32,rtn-int8,rtn-int4,bnb-fp4", help="Schemes for --verify."),
+    verify: bool = typer.Option(False, help="Audit the result and exit with the audit's code."),
+    fmt: str = typer.Option("table", "--format", help="stdout format for --verify: table or json."),
+    out: Path = typer.Option(..., help="Directory: OUT/model is the checkpoint, OUT/report.json the audit."),
+    allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
+) -> None:
+    """Remediate with SURE; with --verify, re-audit the result under the same schemes."""
+    from ..audit import AuditConfig, AuditData, run_audit
+    from ..data import load_texts
+    from ..models.loading import load_checkpoint
+    from ..quantize.registry import parse_schemes
+    from ..remediate.run import SureConfig, run_unlearning
+
+    _check_percentile(saliency_percentile)
+    _check_format(fmt)
+    if (out / "model").exists():
+        raise InputError(f"{out / 'model'}: already exists; choose a new --out")
+    _check_out(out)
+    names = tuple(s.name for s in parse_schemes(schemes))
+    f, r, h = load_texts(forget), load_texts(retain), load_texts(holdout)
+    cfg = _unlearn_config(method, lr, sure, epochs, steps, batch_size, alpha, beta, seed, len(f.texts))
+    start = load_checkpoint(model_dir, "start", allow_pickle=allow_pickle)
+    ref = load_checkpoint(original, "original", allow_pickle=allow_pickle)
+    with _TrainingBar(f"remediating ({cfg.method}{' + SURE' if sure else ''})") as bar:
+        run_unlearning(start, ref, f, r, cfg, SureConfig(saliency_percentile, per_layer) if sure else None,
+                       out / "model", max_length, on_step=bar)
+    err.print(f"wrote {out / 'model'}")
+    if not verify:
+        return
+    del start, ref
+    with _Steps() as steps_:
+        report = run_audit(str(out / "model"), AuditData(forget=f, holdout=h, retain=r), AuditConfig(schemes=names, seed=seed, allow_pickle=allow_pickle),
+                           original_dir=str(original), on_step=steps_)
+    raise typer.Exit(_emit(report, fmt, out))
