@@ -109,7 +109,7 @@ def baseline(model, tok, work) -> dict:
 # ---- the tool, and the bare calls ----------------------------------------------------------------------
 
 def tool(model, tok, work, batch_size: int) -> dict:
-    """The audit's probe calls, exactly as ``audit._probe_all`` makes them."""
+    """The audit's probe calls, exactly as ``variant.probe_all`` makes them."""
     hf = HFModel("bench", model, tok, batch_size)
     out = {"gen": {}, "scores": {}}
     for split, items in work.verbmem.items():

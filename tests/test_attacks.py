@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_audit.audit import AuditConfig, AuditData, _probe_scheme, _workload, relearn_tokens
+from unlearn_audit.audit import AuditConfig, AuditData, _workload, relearn_tokens
 from unlearn_audit.benchmark.training import encode
 from unlearn_audit.data import load_texts
 from unlearn_audit.errors import InputError
@@ -17,6 +17,7 @@ from unlearn_audit.quantize.registry import get_scheme
 from unlearn_audit.quantize.relearn import Relearn
 from unlearn_audit.remediate.losses import cross_entropy, make_batch
 from unlearn_audit.remediate.unlearn import UnlearnConfig, unlearn
+from unlearn_audit.variant import probe_scheme
 
 
 def _forget_nll(model, seqs, pad) -> float:
@@ -63,8 +64,8 @@ def test_noise_scores_are_averaged_per_sample_over_seeds(bench):
     noise = get_scheme("noise-0.05")
     cfg = AuditConfig(schemes=(noise.name,))
     work = _workload(ckpt, data, cfg, [noise])
-    averaged = _probe_scheme(noise, ckpt, ckpt.tokenizer, work, cfg, full=False)
-    draws = [_probe_scheme(d, ckpt, ckpt.tokenizer, work, cfg, full=False) for d in noise.seeded()]
+    averaged = probe_scheme(noise, ckpt, ckpt.tokenizer, work, cfg, full=False)
+    draws = [probe_scheme(d, ckpt, ckpt.tokenizer, work, cfg, full=False) for d in noise.seeded()]
     assert [d.seed for d in noise.seeded()] == [0, 1, 2] == noise.params()["seeds"]
     mink = [i for i, o in enumerate(averaged) if o.probe == "mink"]
     assert mink and not np.allclose(draws[0][mink[0]].values, draws[1][mink[0]].values)  # the seeds differ

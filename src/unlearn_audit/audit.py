@@ -9,16 +9,13 @@ Variants are built one at a time and freed before the next, so memory stays boun
 
 from __future__ import annotations
 
-import gc
 import time
-import zlib
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 import torch
 
-from . import stats
 from .cache import VariantCache, variant_key
 from .data import QASet, TextSet, load_texts
 from .errors import InputError
@@ -27,13 +24,13 @@ from .models.hf import HFModel
 from .models.loading import Checkpoint, load_checkpoint
 from .policy import Policy, Result, judge
 from .probes import knowmem, mink, verbmem
-from .probes.base import ProbeOutput, definitions
-from .quantize import forensics
-from .quantize.base import SchemeUnavailable
+from .probes.base import definitions
 from .quantize.calibration import MAX_TOKENS
 from .quantize.registry import DEFAULT_SCHEMES, for_backend, get_scheme
 from .report.build import build_report
 from .resources import data_dir
+from .scoring import index_outputs, score_variant
+from .variant import place
 
 
 @dataclass(frozen=True)
@@ -190,79 +187,6 @@ def calibration_tokens(tok, texts: TextSet | None, source: str) -> tuple[list[li
                   "tokens": sum(min(len(s), MAX_TOKENS) for s in seqs)}
 
 
-def _probe_all(model: HFModel, tok, work: _Workload, full: bool) -> list[ProbeOutput]:
-    """Run the probes on one variant; ``full=False`` is the original model's subset for retention."""
-    outs = [verbmem.run(model, tok, work.verbmem["forget"], "forget")]
-    if "forget" in work.knowmem:
-        outs.append(knowmem.run(model, tok, work.knowmem["forget"], "forget"))
-    for split in ("forget", "holdout"):  # one forward pass each; shows whether Q(original) still knows
-        outs += mink.run(model, work.mink[split], split, work.zlib[split])
-    if "retain" in work.knowmem:  # utility; the original's too, for the retain-utility ratio
-        outs.append(knowmem.run(model, tok, work.knowmem["retain"], "retain"))
-    if full:
-        if work.verbmem["holdout"]:  # empty when every holdout text is shorter than the given prompts
-            outs.append(verbmem.run(model, tok, work.verbmem["holdout"], "holdout"))
-        if "holdout" in work.knowmem:
-            outs.append(knowmem.run(model, tok, work.knowmem["holdout"], "holdout"))
-    return outs
-
-
-def _rng(seed: int, *key: str) -> np.random.Generator:
-    """A bootstrap stream per result, so one result's interval never depends on the order of others."""
-    return np.random.default_rng([seed, zlib.crc32("/".join(key).encode())])
-
-
-def _score(variant: str, outs: dict, orig: dict, fp32: dict | None, ref_scores, cfg: AuditConfig) -> list[Result]:
-    b, seed, res = cfg.bootstrap, cfg.seed, []
-
-    def add(probe: str, metric: str, est: stats.Estimate, p_value: float | None = None) -> None:
-        res.append(Result(variant, probe, metric, est.value, est.ci_low, est.ci_high, est.n, p_value))
-
-    for probe in ("verbmem", "knowmem"):
-        for split in ("forget", "holdout", "retain"):
-            if (probe, split) in outs:
-                add(probe, split, stats.mean(outs[probe, split], _rng(seed, variant, probe, split), b))
-        if (probe, "forget") in outs and (probe, "holdout") in outs:
-            rng = _rng(seed, variant, probe, "gap")
-            add(probe, "forget_minus_holdout", stats.difference(outs[probe, "forget"], outs[probe, "holdout"], rng, b))
-        if (probe, "forget") in orig:
-            add(probe, "original_forget", stats.mean(orig[probe, "forget"], _rng(seed, variant, probe, "orig"), b))
-            ratio = lambda x, y: x / y  # noqa: E731  retention = M(Q(unlearned)) / M(Q(original))
-            add(probe, "retention", stats.paired(outs[probe, "forget"], orig[probe, "forget"], ratio, _rng(seed, variant, probe, "ret"), b))
-        if probe == "knowmem" and ("knowmem", "retain") in orig and ("knowmem", "retain") in outs:
-            # Table 3's utility: retain KnowMem kept relative to the original under the same scheme.
-            rng = _rng(seed, variant, probe, "utility")
-            add(probe, "retain_utility", stats.paired(outs[probe, "retain"], orig[probe, "retain"], lambda x, y: x / y, rng, b))
-        if fp32 is not None and variant != "fp32" and (probe, "forget") in fp32:
-            diff = lambda x, y: x - y  # noqa: E731
-            rng = _rng(seed, variant, probe, "rec")
-            p = stats.paired_permutation_p(outs[probe, "forget"], fp32[probe, "forget"], _rng(seed, variant, probe, "perm"), b)
-            add(probe, "recovery_vs_fp32", stats.paired(outs[probe, "forget"], fp32[probe, "forget"], diff, rng, b), p)
-    headline = f"min_k_{round(definitions()['mink']['headline_k'] * 100)}"
-    attacks = [key[2] for key in outs if key[:2] == ("mink", "forget")]  # Min-K%, Min-K%++, LOSS, zlib
-    for metric in attacks:
-        f, h = outs.get(("mink", "forget", metric)), outs.get(("mink", "holdout", metric))
-        if f is None or h is None:
-            continue
-        ref = None
-        if metric == headline:
-            ref = ref_scores if ref_scores is not None else (None, None, 0.5)
-        est, leak = stats.auc(f, h, _rng(seed, variant, "auc", metric), b, ref)
-        add("mink", f"auc_{metric}", est)
-        if metric == headline:
-            add("mink", "auc", est)
-            add("mink", "privleak", leak)
-            if ("mink", "forget", metric) in orig:
-                rng = _rng(seed, variant, "auc", "orig")
-                add("mink", "original_auc", stats.auc(orig["mink", "forget", metric], orig["mink", "holdout", metric], rng, b)[0])
-    return res
-
-
-def _index(outs: list[ProbeOutput]) -> dict:
-    """Per-sample values keyed (probe, split), or (probe, split, metric) for the Min-K% family."""
-    return {((o.probe, o.split) if o.probe != "mink" else (o.probe, o.split, o.metric)): o.values for o in outs}
-
-
 def _provenance_notes(models: list[Checkpoint], data: AuditData) -> list[str]:
     """What a reader must know about where the evidence came from: pickle weights, sampled sets."""
     notes = [f"{m.role} model {m.path}: pickle weights ({', '.join(m.file_hashes)}) loaded with "
@@ -297,50 +221,6 @@ def _changed_inputs(data: AuditData, models: list[Checkpoint]) -> list[str]:
             if not f.is_file() or sha256_file(f) != digest:
                 changed.append(str(f))
     return changed
-
-
-def _variant(scheme, ckpt, original, tok, work, cfg, on_step):
-    """Build one variant (and the original's), probe both, and free them: at most one quantized copy
-    beside the loaded models at any time."""
-    on_step(f"{scheme.name}: building and probing")
-    outs = _probe_scheme(scheme, ckpt, tok, work, cfg, full=True)
-    orig_outs: list[ProbeOutput] = []
-    fx = None
-    if original is not None:
-        on_step(f"{scheme.name}: probing the original")
-        try:
-            orig_outs = _probe_scheme(scheme, original, tok, work, cfg, full=False)
-        except SchemeUnavailable:
-            pass
-        if scheme.bits and scheme.bits < 32:
-            fx = forensics.compare(forensics.model_pairs(original.model, ckpt.model), [scheme])[scheme.name]
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return outs, orig_outs, fx
-
-
-def _probe_scheme(scheme, source: Checkpoint, tok, work: _Workload, cfg: AuditConfig, full: bool) -> list[ProbeOutput]:
-    """Build ``scheme`` on ``source`` and probe it. A seeded scheme (weight noise) is built once per seed
-    and each sample's scores are averaged over the draws; the first draw's generations are the evidence."""
-    text = work.relearn if getattr(scheme, "relearns", False) else work.calibration
-    runs = []
-    for draw in (scheme.seeded() if hasattr(scheme, "seeded") else [scheme]):
-        built = _place(draw.build(source, text), cfg)
-        runs.append(_probe_all(HFModel(scheme.name, built, tok, cfg.batch_size), tok, work, full))
-        del built
-    if len(runs) == 1:
-        return runs[0]
-    return [replace(o, values=tuple(float(np.mean(v)) for v in zip(*(r[i].values for r in runs)))) for i, o in enumerate(runs[0])]
-
-
-def _place(model, cfg: AuditConfig):
-    """Move a built variant to the compute device and dtype. Dequantized weights are cast after
-    quantization, so bfloat16 compute never changes which grid cell a weight fell in; bitsandbytes
-    variants keep the placement the library gave them."""
-    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-        return model
-    return model.to(device=cfg.device, dtype=getattr(torch, cfg.dtype))
 
 
 def run_audit(
@@ -395,7 +275,7 @@ def run_audit(
         on_step("scoring the reference model")
         # The driver scores the reference; with a remote executor it may have no GPU of its own.
         here = cfg if cfg.device == "cpu" or torch.cuda.is_available() else replace(cfg, device="cpu", dtype="float32")
-        ref_model = HFModel("reference", _place(reference.model, here), tok, cfg.batch_size)
+        ref_model = HFModel("reference", place(reference.model, here), tok, cfg.batch_size)
         f = mink.scores(ref_model.token_scores(work.mink["forget"]), "forget")
         h = mink.scores(ref_model.token_scores(work.mink["holdout"]), "holdout")
         pick = lambda outs: next(o.values for o in outs if o.metric == headline)  # noqa: E731
@@ -423,10 +303,10 @@ def run_audit(
             cache.put(keys[scheme.name], outs, orig_outs, fx)
         if fx is not None:
             weights[scheme.name] = fx
-        idx = _index(outs)
+        idx = index_outputs(outs)
         if scheme.name == "fp32":
             fp32_outs = idx
-        results += _score(scheme.name, idx, _index(orig_outs), fp32_outs, ref_scores, cfg)
+        results += score_variant(scheme.name, idx, index_outputs(orig_outs), fp32_outs, ref_scores, cfg)
         fx = weights.get(scheme.name, {})
         if fx.get("status") == "measured":
             for metric, key, n in (("grid_code_overlap", "code_overlap", "n_weights"), ("grid_scale_changed", "scale_changed", "n_groups"),

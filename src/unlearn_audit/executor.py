@@ -48,10 +48,10 @@ class JobContext:
 
 def run_job(scheme: Scheme, ctx: JobContext):
     """One variant: (outputs, original's outputs, forensics), or Skipped."""
-    from .audit import _variant
+    from .variant import run_variant
 
     try:
-        return _variant(scheme, ctx.ckpt, ctx.original, ctx.ckpt.tokenizer, ctx.work, ctx.cfg, ctx.on_step)
+        return run_variant(scheme, ctx.ckpt, ctx.original, ctx.ckpt.tokenizer, ctx.work, ctx.cfg, ctx.on_step)
     except SchemeUnavailable as exc:
         return Skipped(str(exc))
 
