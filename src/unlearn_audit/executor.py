@@ -115,7 +115,11 @@ class RayExecutor:
             return
         own = not ray.is_initialized()
         if own:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            except Exception as exc:  # an unreachable or misnamed cluster is the user's input, not a bug
+                where, why = self.address or "a local instance", (str(exc).strip() or type(exc).__name__).splitlines()[0]
+                raise InputError(f"--executor ray: cannot start or join {where} ({why})") from None
         gpus = 1 if ctx.cfg.device == "cuda" else 0
         task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_remote_job)
         work, cfg = ray.put(ctx.work), ray.put(ctx.cfg)
