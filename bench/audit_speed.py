@@ -36,7 +36,7 @@ from unlearn_audit.benchmark import bios
 from unlearn_audit.benchmark.scenario import cache_root, usable_cpus
 from unlearn_audit.data import QASet, TextSet
 from unlearn_audit.models.base import TokenScores
-from unlearn_audit.models.hf import HFModel, _strip_after_eos
+from unlearn_audit.models.hf import POSITIONS, HFModel, _strip_after_eos
 from unlearn_audit.models.loading import load_checkpoint
 from unlearn_audit.probes import knowmem, mink, verbmem
 from unlearn_audit.probes.base import definitions, rouge_l_f1
@@ -141,9 +141,10 @@ def bare(model, tok, work, batch_size: int) -> dict:
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for r, s in enumerate(batch):
                     ids[r, : len(s)], mask[r, : len(s)] = torch.tensor(s), 1
-                rows = hf._logit_rows(ids, mask)  # the forward, and the output head on every scored row
+                rows = hf._logit_rows(ids, mask)  # the forward, and the output head on every scored position
                 for r, s in enumerate(batch):
-                    rows(r, len(s) - 1)
+                    for a in range(0, len(s) - 1, POSITIONS):
+                        rows(r, a, min(len(s) - 1, a + POSITIONS))
     return {}
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from unlearn_audit.benchmark import tiny
-from unlearn_audit.models.hf import HFModel
+from unlearn_audit.models.hf import POSITIONS, HFModel
 
 
 def _model():
@@ -27,7 +27,7 @@ def _gpt2():
 
     _, tok = _model()
     torch.manual_seed(5)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=64)).eval(), tok
+    return GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=128)).eval(), tok
 
 
 def _falcon():  # a model type outside PLAIN_HEAD: scored through the ordinary full forward
@@ -43,7 +43,9 @@ def test_token_scores_match_an_unpadded_forward(build):
     """The head runs per row on the batch's hidden states (llama, gpt2) or on full logits (others):
     either way each row equals an unpadded forward of that text alone."""
     model, tok = build()
-    seqs = [tok(t)["input_ids"] for t in ["the quick brown fox", "pack my box", "dog"]]
+    long = " ".join(["the quick brown fox jumps over the lazy dog"] * 6)  # more positions than one POSITIONS chunk
+    seqs = [tok(t)["input_ids"] for t in ["the quick brown fox", "pack my box", "dog", long]]
+    assert len(seqs[-1]) > POSITIONS + 1
     scores = HFModel("m", model, tok, batch_size=3).token_scores(seqs)
     for seq, s in zip(seqs, scores):
         with torch.no_grad():
