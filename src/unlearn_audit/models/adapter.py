@@ -15,7 +15,6 @@ import that a config could name. A pickle ``adapter_model.bin`` is refused unles
 
 from __future__ import annotations
 
-import json
 import pickle
 import shutil
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from ..data import sha256_file
 from ..errors import InputError
-from .loading import Checkpoint, _refused_global, write_checkpoint
+from .loading import Checkpoint, _refused_global, read_dir_config, write_checkpoint
 
 WEIGHTS = "adapter_model.safetensors"
 PICKLE = "adapter_model.bin"
@@ -60,19 +59,8 @@ def require_peft():
 
 def check_adapter_dir(path: Path, allow_pickle: bool = False) -> dict:
     """The adapter's config, or a one-line InputError naming what is wrong with the directory."""
-    if not path.exists():
-        raise InputError(f"{path}: adapter directory not found")
-    if not path.is_dir():
-        raise InputError(f"{path}: --adapter must be a PEFT adapter directory, not a file")
+    config = read_dir_config(path, "adapter", "a PEFT adapter directory", CONFIG)
     config_file = path / CONFIG
-    if not config_file.is_file():
-        raise InputError(f"{path}: no {CONFIG}; not a PEFT adapter directory")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{config_file}: unreadable adapter config ({exc})") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{config_file}: expected a JSON object")
     if config.get("peft_type") != "LORA":
         raise InputError(f"{config_file}: peft_type {config.get('peft_type')!r}; only LoRA adapters (LORA) are merged")
     if config.get("megatron_config") is not None:

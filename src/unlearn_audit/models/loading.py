@@ -63,19 +63,29 @@ class Checkpoint:
         }
 
 
-def _check_directory(path: Path, role: str, allow_pickle: bool = False, pickle_flag: bool = True) -> dict:
-    """The directory's config, or a one-line error; ``pickle_flag`` says whether the command offers --allow-pickle."""
+def read_dir_config(path: Path, role: str, kind: str, name: str) -> dict:
+    """The JSON object in ``path/name``, or a one-line InputError: no such directory, a file instead of
+    one, no config file, unreadable or not an object. Model and adapter directories are checked alike."""
     if not path.exists():
         raise InputError(f"{path}: {role} directory not found")
     if not path.is_dir():
-        raise InputError(f"{path}: {role} must be a Hugging Face model directory, not a file")
-    config_file = path / "config.json"
+        raise InputError(f"{path}: {role} must be {kind}, not a file")
+    config_file = path / name
     if not config_file.is_file():
-        raise InputError(f"{path}: no config.json; not a Hugging Face model directory")
+        raise InputError(f"{path}: no {name}; not {kind}")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{config_file}: unreadable config ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise InputError(f"{config_file}: unreadable {role} config ({str(exc) or type(exc).__name__})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{config_file}: expected a JSON object")
+    return config
+
+
+def _check_directory(path: Path, role: str, allow_pickle: bool = False, pickle_flag: bool = True) -> dict:
+    """The directory's config, or a one-line error; ``pickle_flag`` says whether the command offers --allow-pickle."""
+    config = read_dir_config(path, role, "a Hugging Face model directory", "config.json")
+    config_file = path / "config.json"
     if "auto_map" in config:
         raise InputError(
             f"{config_file}: declares custom code (auto_map); refusing to load it, since that would "
