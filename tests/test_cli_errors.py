@@ -89,6 +89,10 @@ def test_model_directory_problems(untrained, sets, capsys, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     one_line_error(*run(["audit", empty, *base], capsys), "no config.json")
+    (empty / "config.json").write_text("[1, 2]")  # valid JSON, but not a config
+    one_line_error(*run(["audit", empty, *base], capsys), "config.json", "expected a JSON object")
+    (empty / "config.json").write_text("[" * 100_000)
+    one_line_error(*run(["audit", empty, *base], capsys), "config.json", "unreadable audited config")
 
     pickled = tmp_path / "pickled"
     pickled.mkdir()
