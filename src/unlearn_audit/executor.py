@@ -32,6 +32,13 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class Failed:
+    """A remote job that could not start (a checkpoint its worker could not read); ends the audit in one line."""
+
+    reason: str
+
+
 @dataclass
 class JobContext:
     """What every variant job needs. The loaded checkpoints serve the local executor; remote executors
@@ -71,8 +78,8 @@ _LOADED: dict = {}  # per Ray worker process: checkpoints already loaded, by (pa
 
 
 def _remote_job(scheme: Scheme, model_dir: str, original_dir: str | None, work, cfg):
-    """A Ray task: load (or reuse) the checkpoints in this worker and run one variant job. Errors come
-    back as text, so the driver can report them in one line."""
+    """A Ray task: load (or reuse) the checkpoints in this worker and run one variant job. Input errors
+    come back as ``Failed``, so the driver can report them in one line."""
     import torch
 
     from .models.loading import load_checkpoint
@@ -90,7 +97,7 @@ def _remote_job(scheme: Scheme, model_dir: str, original_dir: str | None, work, 
         original = load(original_dir, "original") if original_dir else None
         return run_job(scheme, JobContext(model_dir, original_dir, ckpt, original, work, cfg, lambda s: None))
     except InputError as exc:
-        return ("error", str(exc))
+        return Failed(str(exc))
 
 
 class RayExecutor:
@@ -128,8 +135,8 @@ class RayExecutor:
             for scheme, ref in zip(schemes, refs):
                 ctx.on_step(f"{scheme.name}: waiting for its Ray task")
                 out = ray.get(ref)
-                if isinstance(out, tuple) and len(out) == 2 and out[0] == "error":
-                    raise InputError(f"Ray task for {scheme.name}: {out[1]}")
+                if isinstance(out, Failed):
+                    raise InputError(f"Ray task for {scheme.name}: {out.reason}")
                 yield out
         finally:
             for ref in refs:
