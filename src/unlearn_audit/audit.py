@@ -157,7 +157,7 @@ def _workload(ckpt: Checkpoint, data: AuditData, cfg: AuditConfig, schemes: list
     if any(s.calibrated for s in schemes):
         work.calibration, work.calibration_source = calibration_tokens(tok, data.calibration or data.retain,
                                                                        "--calibration" if data.calibration else "retain set")
-    if any(getattr(s, "relearns", False) for s in schemes):
+    if any(s.relearns for s in schemes):
         work.relearn, work.relearn_source = relearn_tokens(tok, data)
     return work
 

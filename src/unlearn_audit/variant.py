@@ -67,9 +67,9 @@ def run_variant(scheme, ckpt, original, tok, work, cfg, on_step):
 def probe_scheme(scheme, source: Checkpoint, tok, work: _Workload, cfg: AuditConfig, full: bool) -> list[ProbeOutput]:
     """Build ``scheme`` on ``source`` and probe it. A seeded scheme (weight noise) is built once per seed
     and each sample's scores are averaged over the draws; the first draw's generations are the evidence."""
-    text = work.relearn if getattr(scheme, "relearns", False) else work.calibration
+    text = work.relearn if scheme.relearns else work.calibration
     runs = []
-    for draw in (scheme.seeded() if hasattr(scheme, "seeded") else [scheme]):
+    for draw in scheme.seeded():
         built = place(draw.build(source, text), cfg)
         runs.append(probe_all(HFModel(scheme.name, built, tok, cfg.batch_size), tok, work, full))
         del built

@@ -48,6 +48,8 @@ class Scheme(ABC):
     description: str
     #: True when ``build`` uses calibration text (GPTQ, AWQ); the audit then passes token batches.
     calibrated: bool = False
+    #: True when ``build`` takes the relearning text instead (relearn-*): --relearn-data, else retain.
+    relearns: bool = False
 
     def params(self) -> dict:
         """Everything that defines the scheme, recorded in the report's config."""
@@ -57,6 +59,11 @@ class Scheme(ABC):
     def build(self, checkpoint: "Checkpoint", calibration: list[list[int]] | None = None) -> nn.Module:
         """A new model holding the quantized weights; ``checkpoint.model`` itself is left untouched.
         ``calibration`` is a list of token-id sequences, used only by calibrated schemes."""
+
+    def seeded(self) -> list["Scheme"]:
+        """The schemes whose models are probed and averaged per sample to make this variant: itself, except
+        for random perturbations drawn once per seed (weight noise)."""
+        return [self]
 
     def codes(self, weight: torch.Tensor) -> GridCodes | None:
         """The grid cells of one (out, in) weight, for overlap forensics; None where a code is not a

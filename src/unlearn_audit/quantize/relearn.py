@@ -24,8 +24,7 @@ MAX_TOKENS = 256
 
 class Relearn(Scheme):
     bits = 32
-    #: True: ``build`` gets the relearning text (retain set or --relearn-data) as token ids.
-    relearns = True
+    relearns = True  # ``build`` gets the relearning text (retain set or --relearn-data) as token ids
 
     def __init__(self, steps: int, lr: float = 1e-5, batch_size: int = 4, seed: int = 0) -> None:
         self.steps, self.lr, self.batch_size, self.seed = steps, lr, batch_size, seed
