@@ -142,7 +142,7 @@ def test_pruning_zeroes_exactly_the_requested_fraction(name):
 def test_noise_is_reproducible_by_seed_and_scaled_to_each_tensor():
     from unlearn_audit.benchmark import tiny
     from unlearn_audit.quantize.base import out_in_weight, quantizable_modules
-    from unlearn_audit.quantize.perturb import GaussianNoise
+    from unlearn_audit.attacks.perturb import GaussianNoise
 
     model = tiny.tiny_llama(300, hidden=64, layers=2, seed=4)
     ckpt = type("C", (), {"model": model})()

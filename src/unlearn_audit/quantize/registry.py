@@ -5,6 +5,9 @@ from __future__ import annotations
 import difflib
 from typing import Callable
 
+from ..attacks.perturb import GaussianNoise, MagnitudePrune
+from ..attacks.relearn import Relearn
+from ..attacks.republish import Republished
 from ..errors import InputError
 from .ao import TorchAOScheme
 from .awq import AWQScheme
@@ -15,9 +18,6 @@ from .fp32 import FullPrecision
 from .ggml import GGMLScheme
 from .gptq import GPTQScheme
 from .llamacpp import LlamaCppScheme
-from .perturb import GaussianNoise, MagnitudePrune
-from .relearn import Relearn
-from .republish import Republished
 from .rtn import RTNScheme
 
 SCHEMES: dict[str, Callable[[], Scheme]] = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Scheme
+from ..quantize.base import Scheme
 
 
 class Republished(Scheme):

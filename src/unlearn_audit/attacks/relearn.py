@@ -16,8 +16,8 @@ import random
 
 import torch
 
+from ..quantize.base import Scheme, SchemeUnavailable
 from ..remediate.losses import cross_entropy, make_batch
-from .base import Scheme, SchemeUnavailable
 
 MAX_TOKENS = 256
 

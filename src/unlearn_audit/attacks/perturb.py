@@ -18,7 +18,7 @@ import copy
 
 import torch
 
-from .base import Scheme, out_in_weight, quantizable_modules, write_weight
+from ..quantize.base import Scheme, out_in_weight, quantizable_modules, write_weight
 
 
 def _prune_mask(values: torch.Tensor, fraction: float) -> torch.Tensor:
