@@ -8,14 +8,14 @@ import torch
 
 from unlearn_audit.attacks.relearn import Relearn
 from unlearn_audit.audit import AuditConfig, AuditData, _workload, relearn_tokens
-from unlearn_audit.benchmark.training import encode
 from unlearn_audit.data import load_texts
 from unlearn_audit.errors import InputError
+from unlearn_audit.models.batch import encode, make_batch
 from unlearn_audit.models.loading import load_checkpoint
 from unlearn_audit.quantize.base import SchemeUnavailable, out_in_weight, quantizable_modules
 from unlearn_audit.quantize.ggml import ggml_roundtrip
 from unlearn_audit.quantize.registry import get_scheme
-from unlearn_audit.remediate.losses import cross_entropy, make_batch
+from unlearn_audit.remediate.losses import cross_entropy
 from unlearn_audit.remediate.unlearn import UnlearnConfig, unlearn
 from unlearn_audit.variant import probe_scheme
 

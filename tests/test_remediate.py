@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from unlearn_audit.benchmark import tiny
+from unlearn_audit.models.batch import make_batch
 from unlearn_audit.models.loading import write_checkpoint
 from unlearn_audit.quantize.base import quantizable_modules
 from unlearn_audit.remediate import losses, saliency
@@ -27,7 +28,7 @@ def setup():
 
 def test_ga_is_negative_cross_entropy_and_matches_hf_loss(setup):
     model, tok, seqs = setup
-    b = losses.make_batch(seqs, tok.pad_token_id)
+    b = make_batch(seqs, tok.pad_token_id)
     hf = model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
     assert losses.cross_entropy(model, b).item() == pytest.approx(hf.item(), rel=1e-5)
     assert losses.ga_loss(model, b).item() == pytest.approx(-hf.item(), rel=1e-5)
@@ -35,7 +36,7 @@ def test_ga_is_negative_cross_entropy_and_matches_hf_loss(setup):
 
 def test_sequence_logprob_by_hand(setup):
     model, tok, seqs = setup
-    b = losses.make_batch(seqs[:2], tok.pad_token_id)
+    b = make_batch(seqs[:2], tok.pad_token_id)
     got = losses.sequence_logprob(model, b)
     for i, s in enumerate(seqs[:2]):
         with torch.no_grad():
@@ -46,14 +47,14 @@ def test_sequence_logprob_by_hand(setup):
 
 def test_npo_at_the_reference_is_two_over_beta_log_two(setup):
     model, tok, seqs = setup
-    b = losses.make_batch(seqs, tok.pad_token_id)
+    b = make_batch(seqs, tok.pad_token_id)
     for beta in (0.1, 0.5):
         assert losses.npo_loss(model, model, b, beta).item() == pytest.approx(2 / beta * math.log(2), rel=1e-5)
 
 
 def test_kl_is_zero_at_the_original_and_positive_elsewhere(setup):
     model, tok, seqs = setup
-    b = losses.make_batch(seqs, tok.pad_token_id)
+    b = make_batch(seqs, tok.pad_token_id)
     assert losses.kl_to_original(model, model, b).item() == pytest.approx(0.0, abs=1e-6)
     moved = copy.deepcopy(model)
     with torch.no_grad():
@@ -85,7 +86,7 @@ def test_sure_leaves_unselected_modules_bit_identical_and_unlearning_works(setup
     model, tok, seqs = setup
     model = copy.deepcopy(model)
     forget, retain = seqs[:2], seqs[2:]
-    fb, rb = losses.make_batch(forget, tok.pad_token_id), losses.make_batch(retain, tok.pad_token_id)
+    fb, rb = make_batch(forget, tok.pad_token_id), make_batch(retain, tok.pad_token_id)
     smap = saliency.saliency_map(model, [fb], losses.ga_loss, percentile=50)
     trainable = saliency.freeze_all_but(model, smap)
     before = {k: v.clone() for k, v in model.state_dict().items()}

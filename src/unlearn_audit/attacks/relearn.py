@@ -16,8 +16,9 @@ import random
 
 import torch
 
+from ..models.batch import make_batch
 from ..quantize.base import Scheme, SchemeUnavailable
-from ..remediate.losses import cross_entropy, make_batch
+from ..remediate.losses import cross_entropy
 
 MAX_TOKENS = 256
 

@@ -6,20 +6,14 @@ Unlearning itself lives in ``remediate.unlearn``.
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 
-from ..remediate.losses import cross_entropy, make_batch
-
-
-def encode(tokenizer, texts: Sequence[str], max_length: int = 256) -> list[list[int]]:
-    """Token ids per text with the EOS appended, so a model learns where a document ends."""
-    out = []
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=True)["input_ids"][: max_length - 1]
-        out.append(ids + [tokenizer.eos_token_id])
-    return out
+# ``encode`` lives next to the batch builder; it is imported here too because the demo scenario and the
+# test fixtures call it as ``training.encode``.
+from ..models.batch import encode, make_batch  # noqa: F401
+from ..remediate.losses import cross_entropy
 
 
 def finetune(

@@ -8,6 +8,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from .base import TokenScores
+from .batch import pad_batch
 
 # Model types whose logits are exactly the output head applied to the decoder's last hidden state (no
 # soft-capping or scaling after the head). For these, scoring runs the head one row at a time.
@@ -60,13 +61,8 @@ class HFModel:
         return out  # type: ignore[return-value]
 
     def _score_batch(self, sequences, batch: list[int], out: list) -> None:
-        width = max(len(sequences[i]) for i in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
-            mask[row, : len(sequences[i])] = 1
-        logits = self._logit_rows(ids.to(self.device), mask.to(self.device))
+        tokens, mask = pad_batch([sequences[i] for i in batch], self.pad_id)
+        logits = self._logit_rows(tokens.to(self.device), mask.to(self.device))
         for row, i in enumerate(batch):
             # One row, and within it POSITIONS positions, at a time: the vocabulary-sized temporaries of
             # the moments below would otherwise be several copies of the batch's logits (gigabytes).
@@ -74,7 +70,7 @@ class HFModel:
             for a in range(0, n, POSITIONS):
                 b = min(n, a + POSITIONS)
                 logp = torch.log_softmax(logits(row, a, b).float(), dim=-1)
-                target = ids[row, a + 1 : b + 1].to(self.device).unsqueeze(-1)
+                target = tokens[row, a + 1 : b + 1].to(self.device).unsqueeze(-1)
                 probs = logp.exp()
                 mu = (probs * logp).sum(-1)
                 sigma = ((probs * logp.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
@@ -108,12 +104,9 @@ class HFModel:
         return out
 
     def _greedy_batch(self, prompts, max_new_tokens, stop_strings, batch: list[int], out: list) -> None:
-        width = max(len(prompts[i]) for i in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
-            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-            mask[row, width - len(prompts[i]) :] = 1
+        # Left padding: every prompt ends where generation starts.
+        input_ids, mask = pad_batch([prompts[i] for i in batch], self.pad_id, left=True)
+        width = input_ids.shape[1]
         budget = max(max_new_tokens[i] for i in batch)
         config = GenerationConfig(
             do_sample=False,
@@ -124,7 +117,7 @@ class HFModel:
         )
         extra = {"tokenizer": self.tokenizer} if stop_strings else {}
         generated = self.model.generate(
-            input_ids=ids.to(self.device),
+            input_ids=input_ids.to(self.device),
             attention_mask=mask.to(self.device),
             generation_config=config,
             **extra,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..models.batch import pad_batch
 from .base import SchemeUnavailable, quantizable_modules
 
 MAX_TOKENS = 512  # per calibration sequence
@@ -67,14 +68,7 @@ class _Stop(Exception):
 def _batches(calibration: list[list[int]], pad_id: int, size: int):
     seqs = [s[:MAX_TOKENS] for s in calibration if len(s) > 1]
     for i in range(0, len(seqs), size):
-        chunk = seqs[i : i + size]
-        width = max(len(s) for s in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for j, s in enumerate(chunk):  # right padding: causal attention keeps real positions exact
-            ids[j, : len(s)] = torch.tensor(s)
-            mask[j, : len(s)] = 1
-        yield ids, mask
+        yield pad_batch(seqs[i : i + size], pad_id)  # right padding: causal attention keeps real positions exact
 
 
 def block_stats(model: nn.Module, block: Block, calibration: list[list[int]], pad_id: int,

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..benchmark.training import encode
 from ..data import TextSet
 from ..errors import InputError
+from ..models.batch import encode, make_batch
 from ..models.loading import Checkpoint, write_checkpoint
-from .losses import ga_loss, make_batch, npo_loss
+from .losses import ga_loss, npo_loss
 from .saliency import freeze_all_but, saliency_map
 from .unlearn import UnlearnConfig, unlearn
 

@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .losses import cross_entropy, ga_loss, kl_to_original, make_batch, npo_loss
+from ..models.batch import make_batch
+from .losses import cross_entropy, ga_loss, kl_to_original, npo_loss
 
 METHODS = {
     "ga": ("ga", None),
