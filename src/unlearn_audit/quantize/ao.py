@@ -19,6 +19,7 @@ import copy
 import torch
 from torch import nn
 
+from ..versions import installed_version
 from .base import Scheme, SchemeUnavailable, fake_quantize
 
 
@@ -56,14 +57,8 @@ class TorchAOScheme(Scheme):
                             else f"torchao int{bits} weight-only, asymmetric, groups of 128 (= rtn-int{bits}-asym)")
 
     def params(self) -> dict:
-        import importlib.metadata as md
-
-        try:
-            version = md.version("torchao")
-        except md.PackageNotFoundError:
-            version = None
         return {"method": "torchao", "bits": self.bits, "symmetric": self.symmetric,
-                "group_size": "per-channel" if self.symmetric else 128, "library": f"torchao {version}",
+                "group_size": "per-channel" if self.symmetric else 128, "library": f"torchao {installed_version('torchao')}",
                 "skipped_modules": "lm_head (output embeddings) and embeddings"}
 
     def build(self, checkpoint, calibration=None):

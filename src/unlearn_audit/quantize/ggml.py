@@ -23,6 +23,7 @@ import copy
 import numpy as np
 import torch
 
+from ..versions import installed_version
 from .base import GridCodes, Scheme, SchemeUnavailable, fake_quantize, out_in_weight, quantizable_modules
 
 TYPES = {"q8_0": 8, "q4_0": 4, "q4_1": 4, "q5_0": 5, "q5_1": 5}
@@ -76,13 +77,7 @@ class GGMLScheme(Scheme):
         self.description = f"llama.cpp GGUF {kind.upper()} (blocks of 32) through gguf.quants"
 
     def params(self) -> dict:
-        import importlib.metadata as md
-
-        try:
-            version = md.version("gguf")
-        except md.PackageNotFoundError:
-            version = None
-        return {"method": "gguf", "type": self.kind.upper(), "block_size": BLOCK, "library": f"gguf {version}",
+        return {"method": "gguf", "type": self.kind.upper(), "block_size": BLOCK, "library": f"gguf {installed_version('gguf')}",
                 "scale_dtype": "float16", "skipped_modules": "lm_head (output embeddings) and embeddings"}
 
     def _check(self, model) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..versions import installed_version
 from .base import Scheme, SchemeUnavailable, out_in_weight, quantizable_modules, write_weight
 
 # llama.cpp's llama_ftype values (include/llama.h).
@@ -146,13 +147,9 @@ class LlamaCppScheme(Scheme):
         self.description = f"llama.cpp GGUF {kind.upper()} (K-quants, super-blocks of 256) through llama.cpp itself"
 
     def params(self) -> dict:
-        import importlib.metadata as md
-
-        try:
-            version = f"llama-cpp-python {md.version('llama-cpp-python')}"
-        except md.PackageNotFoundError:
-            version = None
-        return {"method": "gguf-k", "type": self.kind.upper(), "block_size": 256, "library": version,
+        version = installed_version("llama-cpp-python")
+        library = f"llama-cpp-python {version}" if version is not None else None
+        return {"method": "gguf-k", "type": self.kind.upper(), "block_size": 256, "library": library,
                 "mixture": "chosen per tensor by llama_model_quantize (fallback types where rows are not a multiple of 256)",
                 "skipped_modules": "lm_head (output embeddings) and embeddings"}
 
