@@ -27,17 +27,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from unlearn_audit.audit import AuditConfig, AuditData, _workload
 from unlearn_audit.benchmark import bios
-from unlearn_audit.benchmark.scenario import cache_root, usable_cpus
+from unlearn_audit.benchmark.scenario import cache_root
 from unlearn_audit.data import QASet, TextSet
+from unlearn_audit.machine import usable_cpus
 from unlearn_audit.models.base import TokenScores
 from unlearn_audit.models.hf import POSITIONS, HFModel, _strip_after_eos
 from unlearn_audit.models.loading import load_checkpoint
+from unlearn_audit.pipeline.types import AuditConfig, AuditData
+from unlearn_audit.pipeline.workload import build_workload
 from unlearn_audit.probes import knowmem, mink, verbmem
 from unlearn_audit.probes.base import definitions, rouge_l_f1
 from unlearn_audit.quantize.registry import get_scheme
@@ -109,7 +112,7 @@ def baseline(model, tok, work) -> dict:
 # ---- the tool, and the bare calls ----------------------------------------------------------------------
 
 def tool(model, tok, work, batch_size: int) -> dict:
-    """The audit's probe calls, exactly as ``variant.probe_all`` makes them."""
+    """The audit's probe calls, exactly as ``pipeline.variant.probe_all`` makes them."""
     hf = HFModel("bench", model, tok, batch_size)
     out = {"gen": {}, "scores": {}}
     for split, items in work.verbmem.items():
@@ -148,10 +151,19 @@ def bare(model, tok, work, batch_size: int) -> dict:
     return {}
 
 
+def _work(ckpt, data: AuditData) -> SimpleNamespace:
+    """The audit's own tokenized workload, per probe and split (what every mode below probes)."""
+    context = getattr(ckpt.model.config, "max_position_embeddings", None)
+    prepared = build_workload(ckpt.tokenizer, context, data, AuditConfig(), []).prepared
+    mk = prepared["mink"]
+    return SimpleNamespace(verbmem=prepared["verbmem"], knowmem=prepared["knowmem"],
+                           mink={s: list(i.sequences) for s, i in mk.items()}, zlib={s: i.zlib_bytes for s, i in mk.items()})
+
+
 def _child(args) -> None:
     torch.set_num_threads(usable_cpus())
     ckpt = load_checkpoint(args.model)
-    work = _workload(ckpt, _data(args.n), AuditConfig(schemes=()), [])
+    work = _work(ckpt, _data(args.n))
     timings, results, tokens = {}, {}, 0
     for name in args.schemes.split(","):
         model = get_scheme(name).build(ckpt).eval()

@@ -7,17 +7,18 @@ import pytest
 import torch
 
 from unlearn_audit.attacks.relearn import Relearn
-from unlearn_audit.audit import AuditConfig, AuditData, _workload, relearn_tokens
 from unlearn_audit.data import load_texts
 from unlearn_audit.errors import InputError
 from unlearn_audit.models.batch import encode, make_batch
 from unlearn_audit.models.loading import load_checkpoint
+from unlearn_audit.pipeline.types import AuditConfig, AuditData
+from unlearn_audit.pipeline.variant import ORIGINAL_ROLES, probe_scheme
+from unlearn_audit.pipeline.workload import build_workload, relearn_tokens
 from unlearn_audit.quantize.base import SchemeUnavailable, out_in_weight, quantizable_modules
 from unlearn_audit.quantize.ggml import ggml_roundtrip
 from unlearn_audit.quantize.registry import get_scheme
 from unlearn_audit.remediate.losses import cross_entropy
 from unlearn_audit.remediate.unlearn import UnlearnConfig, unlearn
-from unlearn_audit.variant import probe_scheme
 
 
 def _forget_nll(model, seqs, pad) -> float:
@@ -63,9 +64,9 @@ def test_noise_scores_are_averaged_per_sample_over_seeds(bench):
     data = AuditData(forget=load_texts(bench["forget"]), holdout=load_texts(bench["holdout"]))
     noise = get_scheme("noise-0.05")
     cfg = AuditConfig(schemes=(noise.name,))
-    work = _workload(ckpt, data, cfg, [noise])
-    averaged = probe_scheme(noise, ckpt, ckpt.tokenizer, work, cfg, full=False)
-    draws = [probe_scheme(d, ckpt, ckpt.tokenizer, work, cfg, full=False) for d in noise.seeded()]
+    work = build_workload(ckpt.tokenizer, None, data, cfg, [noise])
+    averaged = probe_scheme(noise, ckpt, ckpt.tokenizer, work, cfg, ORIGINAL_ROLES)
+    draws = [probe_scheme(d, ckpt, ckpt.tokenizer, work, cfg, ORIGINAL_ROLES) for d in noise.seeded()]
     assert [d.seed for d in noise.seeded()] == [0, 1, 2] == noise.params()["seeds"]
     mink = [i for i, o in enumerate(averaged) if o.probe == "mink"]
     assert mink and not np.allclose(draws[0][mink[0]].values, draws[1][mink[0]].values)  # the seeds differ

@@ -85,9 +85,10 @@ def test_original_and_reference_give_retention_grid_overlap_and_privleak(bench, 
 
 
 def test_one_forward_pass_per_split_feeds_every_attack(bench, monkeypatch):
-    from unlearn_audit.audit import AuditConfig, AuditData, run_audit
+    from unlearn_audit.audit import run_audit
     from unlearn_audit.data import load_texts
     from unlearn_audit.models.hf import HFModel
+    from unlearn_audit.pipeline.types import AuditConfig, AuditData
 
     calls = []
     real = HFModel.token_scores

@@ -242,10 +242,10 @@ def test_a_finding_survives_rejudging():
 def test_the_new_flags_refuse_wrong_values(untrained, sets, capsys, tmp_path):
     _, good = sets
     base = ["audit", untrained, "--forget", good, "--holdout", good]
-    one_line_error(*run([*base, "--fail-on", "sometimes"], capsys), "--fail-on must be")
+    one_line_error(*run([*base, "--fail-on", "sometimes"], capsys), "Invalid value for '--fail-on'", "'fail', 'inconclusive'")
     one_line_error(*run(["demo", "--out", tmp_path / "d", "--sure-lr", "0"], capsys), "--sure-lr must be positive")
     one_line_error(*run(["demo", "--out", tmp_path / "d", "--saliency-percentile", "100"], capsys), "--saliency-percentile")
-    one_line_error(*run(["report", good, "--format", "pdf"], capsys), "--format must be one of")
+    one_line_error(*run(["report", good, "--format", "pdf"], capsys), "Invalid value for '--format'", "'html', 'md', 'junit', 'json'")
     one_line_error(*run(["diff", untrained, untrained, "--out", tmp_path], capsys), "must be a file path")
     one_line_error(*run(["quantize", untrained, "--scheme", "gptq-int4", "--out", tmp_path / "q", "--calibration", tmp_path / "none.jsonl"], capsys),
                    "not found")
@@ -363,3 +363,13 @@ def test_paths_in_the_report_are_written_as_given(untrained, sets, capsys, tmp_p
     assert report["inputs"]["forget"]["path"] == "good.jsonl"
     assert report["inputs"]["holdout"]["path"] == "~/holdout.jsonl"
     assert str(root) not in json.dumps({k: v for k, v in report.items() if k != "run"})
+
+
+def test_common_flags_take_their_defaults_from_the_environment(untrained, sets, capsys, monkeypatch):
+    _, good = sets
+    base = ["audit", untrained, "--forget", good, "--holdout", good]
+    monkeypatch.setenv("UNLEARN_AUDIT_SCHEMES", "fp32,bogus")
+    one_line_error(*run(base, capsys), "unknown scheme 'bogus'")
+    one_line_error(*run([*base, "--schemes", "fp32", "--seed", "-1"], capsys), "--seed must be between 0 and")
+    monkeypatch.setenv("UNLEARN_AUDIT_DEVICE", "tpu")
+    one_line_error(*run([*base, "--schemes", "fp32"], capsys), "--device must be")

@@ -5,10 +5,11 @@ import importlib.util
 
 import pytest
 
-from unlearn_audit.audit import AuditConfig, AuditData, run_audit
+from unlearn_audit.audit import run_audit
 from unlearn_audit.cli import main
 from unlearn_audit.data import load_qa, load_texts
-from unlearn_audit.executor import LocalExecutor, RayExecutor
+from unlearn_audit.pipeline.executor import LocalExecutor, RayExecutor
+from unlearn_audit.pipeline.types import AuditConfig, AuditData
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 

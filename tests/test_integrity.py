@@ -11,11 +11,12 @@ import time
 
 import pytest
 
-from unlearn_audit.audit import AuditConfig, AuditData, run_audit
+from unlearn_audit.audit import run_audit
 from unlearn_audit.benchmark import tiny
 from unlearn_audit.cli import main
 from unlearn_audit.data import load_texts
 from unlearn_audit.models.loading import write_checkpoint
+from unlearn_audit.pipeline.types import AuditConfig, AuditData
 
 
 def _without_run(path):

@@ -54,11 +54,11 @@ def test_difference_and_auc_intervals():
     rng = np.random.default_rng(0)
     d = stats.difference(np.ones(30), np.zeros(30), rng)
     assert (d.value, d.ci_low, d.ci_high) == (1.0, 1.0, 1.0)
-    est, leak = stats.auc(np.zeros(20), np.ones(20), np.random.default_rng(0), ref=(None, None, 0.5))
+    est, leak = stats.auc(np.zeros(20), np.ones(20), np.random.default_rng(0), ref=stats.Reference(fixed=0.5))
     assert est.value == 1.0 and leak.value == pytest.approx(100.0)
     # a reference model scored on the same documents: identical scores give PrivLeak exactly 0
     f, h = rng.normal(size=20), rng.normal(size=20)
-    _, leak = stats.auc(f, h, np.random.default_rng(0), ref=(f, h, None))
+    _, leak = stats.auc(f, h, np.random.default_rng(0), ref=stats.Reference(f, h))
     assert leak.value == 0.0 and leak.ci_low == 0.0 and leak.ci_high == 0.0
 
 

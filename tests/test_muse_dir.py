@@ -106,27 +106,28 @@ def test_a_muse_directory_round_trips_through_the_audit(bench, muse, tmp_path, c
 
 
 def test_each_split_is_prompted_with_its_own_icl_and_the_holdout_baseline_matches_the_prompts(bench, muse):
-    from unlearn_audit.audit import AuditConfig, _workload
     from unlearn_audit.models.loading import load_checkpoint
+    from unlearn_audit.pipeline.types import AuditConfig
+    from unlearn_audit.pipeline.workload import build_workload
 
     ckpt = load_checkpoint(bench["memoriser"])
     tok = ckpt.tokenizer
     data = read_muse_dir(muse).audit_data(tok)
-    work = _workload(ckpt, data, AuditConfig(schemes=("fp32",)), [])
+    work = build_workload(tok, None, data, AuditConfig(schemes=("fp32",)), []).prepared
     decode = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
     for split in ("forget", "retain"):
         icl = json.loads((muse / f"knowmem/{split}_qa_icl.json").read_text())
         qa = json.loads((muse / f"knowmem/{split}_qa.json").read_text())
         prefix = "".join(f"Question: {p['question']}\nAnswer: {p['answer']}\n\n" for p in icl)
-        assert decode(work.knowmem[split][0].prompt_ids) == prefix + f"Question: {qa[0]['question']}\nAnswer:"
+        assert decode(work["knowmem"][split][0].prompt_ids) == prefix + f"Question: {qa[0]['question']}\nAnswer:"
     given = json.loads((muse / "verbmem/forget.json").read_text())
-    assert [decode(i.prompt_ids) for i in work.verbmem["forget"]] == [g["prompt"] for g in given]
+    assert [decode(i.prompt_ids) for i in work["verbmem"]["forget"]] == [g["prompt"] for g in given]
     # MUSE tokenizes each prompt with the tokenizer's special tokens (BOS where it adds one).
-    assert [list(i.prompt_ids) for i in work.verbmem["forget"]] == [tok(g["prompt"], add_special_tokens=True)["input_ids"] for g in given]
-    assert [i.max_new_tokens for i in work.verbmem["forget"]] == [len(tok(g["gt"], add_special_tokens=False)["input_ids"]) for g in given]
+    assert [list(i.prompt_ids) for i in work["verbmem"]["forget"]] == [tok(g["prompt"], add_special_tokens=True)["input_ids"] for g in given]
+    assert [i.max_new_tokens for i in work["verbmem"]["forget"]] == [len(tok(g["gt"], add_special_tokens=False)["input_ids"]) for g in given]
     bos = len(tok("a", add_special_tokens=True)["input_ids"]) - len(tok("a", add_special_tokens=False)["input_ids"])
     median = int(np.median([len(tok(g["prompt"], add_special_tokens=False)["input_ids"]) for g in given]))
-    assert {len(i.prompt_ids) for i in work.verbmem["holdout"]} == {bos + median}  # the given prompts' median length
+    assert {len(i.prompt_ids) for i in work["verbmem"]["holdout"]} == {bos + median}  # the given prompts' median length
 
 
 def test_raw_text_is_cut_into_muse_2047_token_chunks(bench, muse):

@@ -1,12 +1,11 @@
 """The verdict policy is a pure function of the results: checked on hand-made intervals."""
 
-from unlearn_audit.policy import Policy, Result, judge
-
-BUILT = {"status": "built", "reason": ""}
+from unlearn_audit.policy import Policy, Variant, judge
+from unlearn_audit.probes.base import Result
 
 
 def variants(*names):
-    return [{"name": n, "scheme": n, "bits": 4, **BUILT} for n in names]
+    return [Variant(n, 4, "built") for n in names]
 
 
 def gap(variant, value, lo, hi, n=40):
@@ -69,7 +68,7 @@ def test_failure_without_fp32_in_the_schemes():
 
 
 def test_skipped_variant_is_typed_and_reported():
-    vs = variants("fp32") + [{"name": "bnb-fp4", "scheme": "bnb-fp4", "bits": 4, "status": "skipped", "reason": "bitsandbytes missing"}]
+    vs = variants("fp32") + [Variant("bnb-fp4", 4, "skipped", "bitsandbytes missing")]
     checks, verdict, reason = judge([gap("fp32", 0.0, -0.05, 0.05)], vs, Policy())
     assert verdict == "PASS" and "bnb-fp4 skipped" in reason
     skipped = [c for c in checks if c.variant == "bnb-fp4"]
@@ -116,7 +115,7 @@ def test_policy_file_is_validated_and_hashed_by_content(tmp_path):
     g.write_text("# same values, other layout\ninformational_schemes=[\"rtn-int2\"]\nmin_documents=20\nverbmem_gap_max=0.20\n")
     assert Policy.from_toml(g).sha256() == p.sha256() != Policy().sha256()
     for text, needle in [("verbmem_gap=0.2\n", "did you mean 'verbmem_gap_max'"), ("min_documents = 0\n", "positive integer"),
-                         ("privleak_abs_max = 'x'\n", "must be a number"), ("= broken", "not valid TOML")]:
+                         ("privleak_abs_max = 'x'\n", "must be a number"), ("= broken", "invalid TOML")]:
         f.write_text(text)
         with pytest.raises(InputError, match=needle):
             Policy.from_toml(f)

@@ -172,3 +172,34 @@ def test_unlearn_bad_options_are_one_line_errors(setup, tmp_path, capsys):
             main([str(a) for a in base + extra])
         err = capsys.readouterr().err
         assert exc.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_remediate_verify_honours_device_policy_and_fail_on(setup, tmp_path, capsys):
+    """The re-audit is built like ``audit``'s: --policy, --fail-on and --device reach it."""
+    import json
+
+    from unlearn_audit.cli import main
+    from unlearn_audit.data import write_jsonl
+
+    model, tok, _ = setup
+    src = write_checkpoint(model, tok, tmp_path / "orig")
+    docs = [f"{t} number {i}" for i, t in enumerate(TEXTS * 6)]
+    for name, rows in (("f", docs[:12]), ("r", docs[12:]), ("h", [d.upper() for d in docs[:12]])):
+        write_jsonl(tmp_path / f"{name}.jsonl", [{"text": t} for t in rows])
+    undecided = tmp_path / "undecided.toml"
+    undecided.write_text("min_documents = 1000\n")  # every check INCONCLUSIVE, whatever the model did
+    base = ["remediate", src, "--original", src, "--forget", tmp_path / "f.jsonl", "--retain", tmp_path / "r.jsonl",
+            "--holdout", tmp_path / "h.jsonl", "--steps", "1", "--batch-size", "4", "--verify", "--schemes", "fp32",
+            "--format", "json", "--policy", undecided, "--device", "cpu"]
+    codes = {}
+    for fail_on in ("fail", "inconclusive"):
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in base + ["--fail-on", fail_on, "--out", tmp_path / fail_on]])
+        codes[fail_on] = exc.value.code
+        report = json.loads(capsys.readouterr().out)
+        assert report["verdict"] == "INCONCLUSIVE" and report["config"]["policy"]["min_documents"] == 1000
+        assert report["config"]["policy_source"] == f"policy file {undecided}" and report["config"]["device"] == "cpu"
+    assert codes == {"fail": 0, "inconclusive": 1}
+    with pytest.raises(SystemExit) as exc:  # a bad --device is refused before any training
+        main([str(a) for a in base[:-1] + ["tpu", "--out", tmp_path / "x"]])
+    assert exc.value.code == 2 and "--device must be" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -3,10 +3,11 @@
 
 import pytest
 
-from unlearn_audit.audit import AuditConfig, AuditData, run_audit
-from unlearn_audit.cache import VariantCache
+from unlearn_audit.audit import run_audit
 from unlearn_audit.data import load_qa, load_texts
 from unlearn_audit.models.hf import HFModel
+from unlearn_audit.pipeline.cache import VariantCache
+from unlearn_audit.pipeline.types import AuditConfig, AuditData
 
 
 @pytest.fixture

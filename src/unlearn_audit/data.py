@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, parse
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,29 @@ class QASet:
     pairs: tuple[tuple[str, str], ...]
 
 
+@dataclass(frozen=True)
+class PromptSet:
+    """VerbMem prompts given with their true continuation (``gt``), as MUSE ships them in
+    ``verbmem/forget.json``; they are used as given, not cut from a text by the tool."""
+
+    path: str
+    sha256: str
+    pairs: tuple[tuple[str, str], ...]
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()
+
+
+def concat_sha256(files: list[Path]) -> str:
+    """One set read from several files (MUSE's ``raw/retain*.txt``): their bytes hashed in name order."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
     return h.hexdigest()
 
 
@@ -70,14 +88,7 @@ def _open_input(path: Path, kind: str):
 
 
 def _parse_line(path: Path, lineno: int, line: str):
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-    except RecursionError:  # json is recursive: thousands of nested brackets exhaust the stack
-        raise InputError(f"{path}:{lineno}: invalid JSON (nested too deeply)") from None
-    except ValueError as exc:  # e.g. an integer longer than Python converts (4300 digits)
-        raise InputError(f"{path}:{lineno}: invalid JSON ({exc})") from None
+    return parse(line, str(path), line=lineno)
 
 
 def _records(path: Path, kind: str, digest) -> Iterator[tuple[int, dict]]:

@@ -8,3 +8,24 @@ class InputError(Exception):
 
     The message is the whole user-facing line, so it names the file (and the line, where it applies).
     """
+
+
+def parse(text: str, where: str, fmt: str = "JSON", line: int | None = None):
+    """``json.loads`` or ``tomllib.loads`` (``fmt="TOML"``), with every way a hostile file breaks them as
+    one ``InputError`` line naming ``where`` (and the line): bad syntax, nesting deep enough to exhaust
+    the parser's recursion, and integers longer than Python converts (4300 digits)."""
+    import json
+
+    import tomllib
+
+    at = where if line is None else f"{where}:{line}"
+    try:
+        return json.loads(text) if fmt == "JSON" else tomllib.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{at if line is not None else f'{where}:{exc.lineno}'}: invalid JSON ({exc.msg})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{at}: invalid TOML ({exc})") from None
+    except RecursionError:
+        raise InputError(f"{at}: invalid {fmt} (nested too deeply)") from None
+    except ValueError as exc:
+        raise InputError(f"{at}: invalid {fmt} ({exc})") from None

@@ -35,14 +35,12 @@ Every defect is a one-line ``InputError`` naming the file, and, inside a JSON li
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .audit import AuditData
-from .data import QASet, TextSet, read_input, sha256_file
-from .errors import InputError
-from .probes.verbmem import PromptSet
+from .data import PromptSet, QASet, TextSet, concat_sha256, read_input
+from .errors import InputError, parse
+from .pipeline.types import AuditData
 
 CHUNK_TOKENS = 2047  # MUSE's max_len 2048 (baselines/scripts/unlearn_*.sh) less the BOS each row gets
 LAYOUT = "a MUSE corpus directory (raw/forget.txt, raw/holdout.txt, and optionally verbmem/, knowmem/, privleak/)"
@@ -82,7 +80,7 @@ class MuseCorpus:
             retain = chunked(self.raw_retain[0])
         elif self.raw_retain:  # several files, one set: the glob names them, the hash covers them in name order
             texts = tuple(t for f in self.raw_retain for t in split_raw(tokenizer, f.text, f.path))
-            retain = TextSet(path=str(self.root / "raw" / "retain*.txt"), sha256=_concat_sha256([f.path for f in self.raw_retain]), texts=texts)
+            retain = TextSet(path=str(self.root / "raw" / "retain*.txt"), sha256=concat_sha256([f.path for f in self.raw_retain]), texts=texts)
         else:
             retain = None
         return AuditData(
@@ -159,23 +157,6 @@ def split_raw(tokenizer, text: str, path: Path | str = "") -> tuple[str, ...]:
     return texts
 
 
-def current_sha256(path: str) -> str | None:
-    """A set's sha256 as its file is now, or None when it is gone. A set read from several files (a glob,
-    such as MUSE's ``raw/retain*.txt``) hashes their bytes concatenated in name order, as when read."""
-    p = Path(path)
-    if "*" in p.name and not p.exists():
-        files = sorted(p.parent.glob(p.name))
-        return _concat_sha256(files) if files else None
-    return sha256_file(p) if p.is_file() else None
-
-
-def _concat_sha256(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
 def _optional(root: Path, names: tuple[str, ...], reader):
     """The first of ``names`` that exists, read with ``reader``, or None when none does."""
     for name in names:
@@ -197,14 +178,7 @@ def _raw(root: Path, rel: str) -> _File:
 
 def _json_list(path: Path, what: str) -> tuple[list, str]:
     text = read_input(path, "JSON")
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    except RecursionError:  # json is recursive: thousands of nested brackets exhaust the stack
-        raise InputError(f"{path}: invalid JSON (nested too deeply)") from None
-    except ValueError as exc:  # e.g. an integer longer than Python converts
-        raise InputError(f"{path}: invalid JSON ({exc})") from None
+    items = parse(text, str(path))
     if not isinstance(items, list):
         raise InputError(f"{path}: expected a JSON list of {what}, got {type(items).__name__}")
     if not items:

@@ -21,31 +21,34 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import tomllib
+from .probes.base import Result
+from .probes.registry import checks as probe_checks
 
 PASS, FAIL, INCONCLUSIVE, SKIPPED = "PASS", "FAIL", "INCONCLUSIVE", "SKIPPED"
+STATUS_ORDER = (FAIL, INCONCLUSIVE, SKIPPED, PASS)  # worst first: the worst status of a variant's checks is its status
+
+
+def worst(statuses, none: str = "-") -> str:
+    """The worst of ``statuses`` (FAIL over INCONCLUSIVE over SKIPPED over PASS); ``none`` when empty."""
+    present = set(statuses)
+    return next((s for s in STATUS_ORDER if s in present), none)
 
 
 @dataclass(frozen=True)
-class Result:
-    variant: str
-    probe: str
-    metric: str
-    value: float
-    ci_low: float | None
-    ci_high: float | None
-    n: int
-    p_value: float | None = None  # one-sided, where a test applies (recovery vs fp32)
+class Variant:
+    """One row of the report's ``variants``: a scheme that was built, or skipped with its reason."""
+
+    name: str
+    bits: int | None
+    status: str  # "built" or "skipped"
+    reason: str = ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"name": self.name, "scheme": self.name, "bits": self.bits, "status": self.status, "reason": self.reason}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Result":
-        nan = float("nan")
-        num = lambda x: nan if x is None else x  # noqa: E731  JSON null is a value that could not be computed
-        return cls(d["variant"], d["probe"], d["metric"], num(d["value"]), num(d["ci_low"]), num(d["ci_high"]),
-                   d["n"], d.get("p_value"))
+    def from_dict(cls, d: dict) -> "Variant":
+        return cls(d["name"], d.get("bits"), d["status"], d.get("reason", ""))
 
 
 @dataclass(frozen=True)
@@ -100,16 +103,9 @@ class Policy:
     def from_toml(cls, path: Path) -> "Policy":
         """A flat TOML file of the fields above; unknown keys and wrong types are input errors."""
         from .data import read_input
-        from .errors import InputError
+        from .errors import InputError, parse
 
-        try:
-            raw = tomllib.loads(read_input(path, "policy"))
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{path}: not valid TOML ({exc})") from None
-        except RecursionError:  # tomllib is recursive: thousands of nested arrays exhaust the stack
-            raise InputError(f"{path}: not valid TOML (nested too deeply)") from None
-        except ValueError as exc:  # e.g. an integer longer than Python converts (4300 digits)
-            raise InputError(f"{path}: not valid TOML ({exc})") from None
+        raw = parse(read_input(path, "policy"), str(path), "TOML")
         known = {f.name: f for f in fields(cls)}
         values = {}
         for key, value in raw.items():
@@ -142,18 +138,6 @@ def _coerce(path, key: str, value, default):
         raise InputError(f"{path}: {key} is too large a number") from None
 
 
-# check name -> (probe, metric, policy field, two-sided?, what the value is)
-CHECKS = {
-    "verbmem": ("verbmem", "forget_minus_holdout", "verbmem_gap_max", False, "VerbMem forget − holdout"),
-    "knowmem": ("knowmem", "forget_minus_holdout", "knowmem_gap_max", False, "KnowMem forget − holdout"),
-    "privleak": ("mink", "privleak", "privleak_abs_max", True, "PrivLeak (Min-K% 40)"),
-    "verbmem_recovery": ("verbmem", "recovery_vs_fp32", "verbmem_recovery_max", False, "VerbMem quantized − fp32"),
-    "knowmem_recovery": ("knowmem", "recovery_vs_fp32", "knowmem_recovery_max", False, "KnowMem quantized − fp32"),
-    "verbmem_retention": ("verbmem", "retention", "verbmem_retention_max", False, "VerbMem retention"),
-    "knowmem_retention": ("knowmem", "retention", "knowmem_retention_max", False, "KnowMem retention"),
-}
-
-
 def _fmt(x: float) -> str:
     return f"{x:.3g}" if abs(x) < 10 else f"{x:.1f}"
 
@@ -177,25 +161,26 @@ def _decide(r: Result, limit: float, two_sided: bool, label: str, min_n: int, al
     return INCONCLUSIVE, f"{ci} straddles {bound}: more documents needed to decide"
 
 
-def judge(results: list[Result], variants: list[dict], policy: Policy) -> tuple[list[Check], str, str]:
-    """Checks per built variant, then the overall verdict: the worst variant decides."""
+def judge(results: list[Result], variants: list[Variant], policy: Policy) -> tuple[list[Check], str, str]:
+    """Checks per built variant (the ones each registered probe declares), then the overall verdict:
+    the worst variant decides."""
     by_key = {(r.variant, r.probe, r.metric): r for r in results}
     checks: list[Check] = []
     for v in variants:
-        if v["status"] != "built":
-            checks.append(Check(v["name"], "build", SKIPPED, None, None, None, "", v["reason"], policy.required(v["name"])))
+        if v.status != "built":
+            checks.append(Check(v.name, "build", SKIPPED, None, None, None, "", v.reason, policy.required(v.name)))
             continue
-        for name, (probe, metric, key, two_sided, label) in CHECKS.items():
-            r = by_key.get((v["name"], probe, metric))
-            limit = getattr(policy, key)
+        for probe, spec in probe_checks():
+            r = by_key.get((v.name, probe, spec.metric))
+            limit = getattr(policy, spec.policy_field)
             if r is None or limit is None:
                 continue
-            alpha = policy.recovery_alpha if name.endswith("_recovery") else None
-            status, reason = _decide(r, limit, two_sided, label, policy.min_documents, alpha)
-            thr = f"|x| <= {limit}" if two_sided else f"x <= {limit}"
-            checks.append(Check(v["name"], name, status, r.value, r.ci_low, r.ci_high, thr, reason, policy.required(v["name"])))
-    verdict, reason = _verdict([c for c in checks if c.required], [v["name"] for v in variants])
-    built = {v["name"] for v in variants if v["status"] == "built"}
+            alpha = policy.recovery_alpha if spec.kind == "recovery" else None
+            status, reason = _decide(r, limit, spec.two_sided, spec.label, policy.min_documents, alpha)
+            thr = f"|x| <= {limit}" if spec.two_sided else f"x <= {limit}"
+            checks.append(Check(v.name, spec.name, status, r.value, r.ci_low, r.ci_high, thr, reason, policy.required(v.name)))
+    verdict, reason = _verdict([c for c in checks if c.required], [v.name for v in variants])
+    built = {v.name for v in variants if v.status == "built"}
     missing = [s for s in policy.required_schemes or () if s not in built]
     if missing and verdict == PASS:  # a scheme the policy requires never ran: no PASS without it
         verdict, reason = INCONCLUSIVE, f"required scheme(s) not audited: {', '.join(missing)}"

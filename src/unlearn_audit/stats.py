@@ -12,10 +12,28 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-
-from .probes.mink import auc_batch
+from scipy.stats import rankdata
 
 CONFIDENCE = 0.95
+
+
+def auc_batch(forget: np.ndarray, holdout: np.ndarray) -> np.ndarray:
+    """AUC for each row of (B, n_forget) and (B, n_holdout) score matrices (used by the bootstrap)."""
+    n_f, n_h = forget.shape[1], holdout.shape[1]
+    ranks = rankdata(np.concatenate([forget, holdout], axis=1), axis=1)
+    u = ranks[:, n_f:].sum(axis=1) - n_h * (n_h + 1) / 2
+    return u / (n_f * n_h)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """PrivLeak's reference: a retrained model's per-document scores on the same forget and holdout
+    documents (paired with the audited model's in the bootstrap), or a fixed AUC (0.5 when nothing else
+    is known, or a published constant such as MUSE's 0.4772 for NEWS)."""
+
+    forget: tuple[float, ...] | None = None
+    holdout: tuple[float, ...] | None = None
+    fixed: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,8 +89,8 @@ def paired(a, b_values, stat: Callable[[np.ndarray, np.ndarray], np.ndarray], rn
     return Estimate(value, *_interval(boots), n=len(x))
 
 
-def auc(forget, holdout, rng: np.random.Generator, b: int = 1000, ref: tuple | None = None) -> tuple[Estimate, Estimate | None]:
-    """AUC (MUSE direction) and, when ``ref=(forget_ref, holdout_ref, fixed_auc)`` is given, PrivLeak.
+def auc(forget, holdout, rng: np.random.Generator, b: int = 1000, ref: Reference | None = None) -> tuple[Estimate, Estimate | None]:
+    """AUC (MUSE direction) and, when a ``Reference`` is given, PrivLeak.
 
     With a reference model's per-document scores, both AUCs are recomputed on the same resampled
     documents; with only a fixed reference AUC (0.5 or a published constant) it is held constant.
@@ -84,13 +102,12 @@ def auc(forget, holdout, rng: np.random.Generator, b: int = 1000, ref: tuple | N
     est = Estimate(value, *_interval(boots), n=min(len(f), len(h)))
     if ref is None:
         return est, None
-    f_ref, h_ref, fixed = ref
-    if f_ref is not None:
-        fr, hr = np.asarray(f_ref, dtype=float), np.asarray(h_ref, dtype=float)
+    if ref.forget is not None:
+        fr, hr = np.asarray(ref.forget, dtype=float), np.asarray(ref.holdout, dtype=float)
         ref_value = float(auc_batch(fr[None], hr[None])[0])
         ref_boots = auc_batch(fr[fi], hr[hi])
     else:
-        ref_value, ref_boots = fixed, np.full(b, fixed)
+        ref_value, ref_boots = ref.fixed, np.full(b, ref.fixed)
     with np.errstate(divide="ignore", invalid="ignore"):
         leak_boots = (boots - ref_boots) / ref_boots * 100
     leak = (value - ref_value) / ref_value * 100

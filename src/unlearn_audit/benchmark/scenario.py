@@ -31,7 +31,9 @@ import torch
 
 from ..data import load_qa, load_texts
 from ..errors import InputError
+from ..machine import usable_cpus
 from ..models.loading import write_checkpoint
+from ..quantize.registry import DEFAULT_SCHEMES
 from ..remediate.unlearn import UnlearnConfig, unlearn
 from . import bios, training
 
@@ -58,7 +60,7 @@ class Recipe:
     sure_lr: float = 1e-4
     sure_steps: int = 12
     sure_percentile: float = 90.0
-    schemes: tuple[str, ...] = ("fp32", "rtn-int8", "rtn-int4", "bnb-fp4")
+    schemes: tuple[str, ...] = DEFAULT_SCHEMES
 
     def key(self, stage: str = "models") -> str:
         """Cache key of what a stage builds: the audit's own settings never invalidate a model, and SURE's
@@ -68,15 +70,6 @@ class Recipe:
         if stage == "models":
             fields = {k: v for k, v in fields.items() if not k.startswith("sure_")}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (a container or ``taskset`` may allow fewer than the machine has):
-    more torch threads than cores makes OpenMP spin and can slow training by orders of magnitude."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def cache_root() -> Path:
@@ -186,7 +179,8 @@ def build_sure(recipe: Recipe, files: dict[str, Path], models: dict[str, Path], 
 
 def run_demo(out: Path, on_step: Callable[[str], None], log: Callable[[str], None], recipe: Recipe = Recipe(),
              remediate: bool = False) -> dict:
-    from ..audit import AuditConfig, AuditData, run_audit
+    from ..audit import run_audit
+    from ..pipeline.types import AuditConfig, AuditData
 
     t0 = time.perf_counter()
     on_step("writing the benchmark data")

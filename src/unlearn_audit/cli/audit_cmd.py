@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from .common import InputError, _check_fail_on, _check_format, _check_out, _device, _emit, _policy, _Steps, app
+from ..quantize.registry import DEFAULT_SCHEMES
+from .common import ENV, FailOn, InputError, OutputFormat, Steps, app, audit_config, check_out, emit
 
 
 @app.command()
@@ -27,19 +28,22 @@ def audit(
     original: Optional[Path] = typer.Option(None, help="The model before unlearning (for retention)."),
     reference: Optional[Path] = typer.Option(None, help="A model retrained without the forget set."),
     reference_auc: Optional[float] = typer.Option(None, help="Known reference AUC instead of --reference (MUSE: 0.4772 NEWS, 0.5393 BOOKS)."),
-    schemes: str = typer.Option(",".join(["fp32", "rtn-int8", "rtn-int4", "bnb-fp4"]), help="Comma-separated scheme names (see `schemes`)."),
-    out: Optional[Path] = typer.Option(None, envvar="UNLEARN_AUDIT_OUT", help="Directory for report.json."),
-    seed: int = typer.Option(0, help="Seed for the bootstrap and any randomness."),
-    fmt: str = typer.Option("table", "--format", help="stdout format: table or json."),
-    batch_size: int = typer.Option(8, min=1, help="Sequences per forward/generate batch."),
-    backend: str = typer.Option("reference", help="reference (the tool's exact algorithms) or library (bitsandbytes/torchao twins)."),
-    policy: Optional[Path] = typer.Option(None, help="TOML file of verdict thresholds (see README)."),
+    schemes: str = typer.Option(",".join(DEFAULT_SCHEMES), envvar=ENV("schemes"), help="Comma-separated scheme names (see `schemes`)."),
+    out: Optional[Path] = typer.Option(None, envvar=ENV("out"), help="Directory for report.json."),
+    seed: int = typer.Option(0, envvar=ENV("seed"), help="Seed for the bootstrap and any randomness."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", envvar=ENV("format"), help="stdout format."),
+    batch_size: int = typer.Option(8, min=1, envvar=ENV("batch-size"), help="Sequences per forward/generate batch."),
+    backend: str = typer.Option("reference", envvar=ENV("backend"),
+                                help="reference (the tool's exact algorithms) or library (bitsandbytes/torchao twins)."),
+    policy: Optional[Path] = typer.Option(None, envvar=ENV("policy"), help="TOML file of verdict thresholds (see README)."),
     fresh: bool = typer.Option(False, help="Ignore the resume cache under --out and recompute every variant."),
-    device: str = typer.Option("auto", help="cpu, cuda or auto (cuda when available)."),
-    dtype: str = typer.Option("float32", help="float32, or bfloat16 for GPU compute."),
-    fail_on: str = typer.Option("inconclusive", help="Exit non-zero on: inconclusive (FAIL or INCONCLUSIVE) or fail (FAIL only)."),
+    device: str = typer.Option("auto", envvar=ENV("device"), help="cpu, cuda or auto (cuda when available)."),
+    dtype: str = typer.Option("float32", envvar=ENV("dtype"), help="float32, or bfloat16 for GPU compute."),
+    fail_on: FailOn = typer.Option(FailOn.inconclusive, envvar=ENV("fail-on"),
+                                   help="Exit non-zero on: inconclusive (FAIL or INCONCLUSIVE) or fail (FAIL only)."),
     muse_strict: bool = typer.Option(False, help="Literal MUSE prompts: trailing-space KnowMem query, 128-token VerbMem."),
-    executor: str = typer.Option("local", help="Where variant jobs run: local (here, one at a time) or ray (a Ray cluster; the ray extra)."),
+    executor: str = typer.Option("local", envvar=ENV("executor"),
+                                 help="Where variant jobs run: local (here, one at a time) or ray (a Ray cluster; the ray extra)."),
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster to join with --executor ray (default: a local instance)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Audit a seeded uniform sample of N records from each text set (forget, holdout, retain)."),
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True); recorded in the report."),
@@ -47,25 +51,20 @@ def audit(
     """Audit a checkpoint: quantize it under each scheme, probe every variant, and give a verdict."""
     from dataclasses import replace
 
-    from ..audit import AuditConfig, AuditData, run_audit
-    from ..cache import VariantCache
+    from ..audit import run_audit
     from ..data import load_qa, load_texts
-    from ..executor import get_executor
     from ..muse_dir import read_muse_dir
-    from ..quantize.registry import parse_schemes
+    from ..pipeline.cache import VariantCache
+    from ..pipeline.executor import get_executor
+    from ..pipeline.types import AuditData
 
-    _check_format(fmt)
-    _check_fail_on(fail_on)
-    _check_out(out)
-    names = tuple(s.name for s in parse_schemes(schemes))
-    parse_schemes(schemes, backend)  # checks --backend
-    pol, pol_source = _policy(policy)
+    check_out(out)
     jobs = get_executor(executor, ray_address)
-    device, dtype = _device(device, dtype, remote=executor != "local")
-    if reference_auc is not None and (reference is not None or not 0 < reference_auc < 1):
-        raise InputError("--reference-auc must lie strictly between 0 and 1" if reference is None
-                         else "--reference and --reference-auc conflict: give the retrained model or its AUC, not both")
-    _check_set_options(muse, forget=forget, holdout=holdout, retain=retain, forget_qa=forget_qa, retain_qa=retain_qa,
+    cfg = audit_config(schemes, backend, policy, device, dtype, remote=executor != "local", seed=seed, batch_size=batch_size,
+                       muse_strict=muse_strict, reference_auc=reference_auc, allow_pickle=allow_pickle, limit=limit)
+    if reference_auc is not None and reference is not None:
+        raise InputError("--reference and --reference-auc conflict: give the retrained model or its AUC, not both")
+    check_set_options(muse, forget=forget, holdout=holdout, retain=retain, forget_qa=forget_qa, retain_qa=retain_qa,
                        holdout_qa=holdout_qa, icl=icl)
     if muse is not None and limit is not None:
         raise InputError("--limit samples JSONL text sets; it does not apply to --muse, whose sets are read whole")
@@ -86,10 +85,7 @@ def audit(
         calibration=load_texts(calibration) if calibration else None,
         relearn=relearn_set,
     )
-    cfg = AuditConfig(schemes=names, seed=seed, batch_size=batch_size, muse_strict=muse_strict, backend=backend, policy=pol,
-                      device=device, dtype=dtype, reference_auc=reference_auc, allow_pickle=allow_pickle, limit=limit,
-                      **({"policy_source": f"policy file {pol_source}"} if pol_source else {}))
-    with _Steps() as steps:
+    with Steps() as steps:
         report = run_audit(
             str(model_dir), data, cfg,
             original_dir=str(original) if original else None,
@@ -99,10 +95,10 @@ def audit(
             cache=VariantCache(out / ".cache" if out is not None else None, fresh),
             executor=jobs,
         )
-    raise typer.Exit(_emit(report, fmt, out, fail_on))
+    raise typer.Exit(emit(report, fmt, out, fail_on))
 
 
-def _check_set_options(muse: Optional[Path], **sets: Optional[Path]) -> None:
+def check_set_options(muse: Optional[Path], **sets: Optional[Path]) -> None:
     """--muse reads every set from its directory, so a set given as well is refused rather than silently
     preferred; without --muse, --forget and --holdout are required."""
     given = [f"--{name.replace('_', '-')}" for name, path in sets.items() if path is not None]

@@ -1,8 +1,10 @@
-"""Shared pieces of the command line: the app, stderr, output writing and the option checks every
-command uses."""
+"""Shared pieces of the command line: the app, stderr, output writing, the choices and the option
+checks every command uses. Every common flag also reads an ``UNLEARN_AUDIT_*`` environment variable
+(``ENV``), so a CI job can set its defaults once."""
 
 from __future__ import annotations
 
+import enum
 import os
 import sys
 import tempfile
@@ -20,12 +22,32 @@ except ImportError:  # pragma: no cover - older typer uses the click package
     from click import exceptions as click_exc  # noqa: F401
 
 EXIT = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 1}
+
+
+def ENV(flag: str) -> str:
+    """The environment variable that sets ``--flag``'s default: ``UNLEARN_AUDIT_FLAG``."""
+    return "UNLEARN_AUDIT_" + flag.upper().replace("-", "_")
+
+
+class OutputFormat(str, enum.Enum):
+    """What a command prints on stdout: the human table, or the JSON document."""
+
+    table = "table"
+    json = "json"
+
+
+class FailOn(str, enum.Enum):
+    """Which verdicts make the exit code non-zero: FAIL only, or FAIL and INCONCLUSIVE."""
+
+    fail = "fail"
+    inconclusive = "inconclusive"
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Has this language model really forgotten? Quantize, probe, and give a verdict with evidence.")
 err = Console(stderr=True, highlight=False)
 
 
-class _Steps:
+class Steps:
     """A spinner with the current stage on stderr, shown only when stderr is a terminal."""
 
     def __init__(self) -> None:
@@ -45,44 +67,39 @@ class _Steps:
             self.status.__exit__(*exc)
 
 
-def _stdout_console() -> Console:
+def stdout_console() -> Console:
     """The table's console: a pipe or file gets a wide table instead of rich's 80-column default."""
     console = Console()
     return console if console.is_terminal else Console(width=200)
 
 
-def _exit_code(verdict: str, fail_on: str) -> int:
+def exit_code(verdict: str, fail_on: FailOn) -> int:
     """0 PASS, 1 FAIL; INCONCLUSIVE fails too unless ``--fail-on fail``."""
-    if verdict == "INCONCLUSIVE" and fail_on == "fail":
+    if verdict == "INCONCLUSIVE" and fail_on == FailOn.fail:
         return 0
     return EXIT[verdict]
 
 
-def _check_fail_on(fail_on: str) -> None:
-    if fail_on not in ("fail", "inconclusive"):
-        raise InputError(f"--fail-on must be 'fail' or 'inconclusive', got {fail_on!r}")
-
-
-def _emit(report: dict, fmt: str, out: Optional[Path], fail_on: str = "inconclusive") -> int:
+def emit(report: dict, fmt: OutputFormat, out: Optional[Path], fail_on: FailOn = FailOn.inconclusive) -> int:
     """Write report.json, report.html and samples.jsonl under ``out`` (each atomically), print the table
     or the JSON, and return the exit code."""
     from ..report.console import render
     from ..report.write import to_json_text
 
     for note in report["config"].get("notes", []):
-        _say(f"note: {note}")
+        say(f"note: {note}")
     if out is not None:
-        _write_outputs(out, report)
-    if fmt == "json":
+        write_outputs(out, report)
+    if fmt == OutputFormat.json:
         sys.stdout.write(to_json_text(report))
     else:
-        render(report, _stdout_console())
+        render(report, stdout_console())
         if out is not None:
             err.print(f"report written to {out / 'report.json'} (and report.html, samples.jsonl)")
-    return _exit_code(report["verdict"], fail_on)
+    return exit_code(report["verdict"], fail_on)
 
 
-def _write_outputs(out: Path, report: dict) -> None:
+def write_outputs(out: Path, report: dict) -> None:
     """samples.jsonl, report.html and report.json as one atomic unit."""
     from ..report.render import html
     from ..report.write import samples_text, to_json_text, write_files_atomic
@@ -94,40 +111,45 @@ def _write_outputs(out: Path, report: dict) -> None:
         raise InputError(f"{out}: cannot write the report ({exc.strerror or exc})") from None
 
 
-def _device(device: str, dtype: str, remote: bool = False) -> tuple[str, str]:
-    """Resolve --device and --dtype, refusing combinations that cannot run; sets CPU threads. With a
-    remote executor, --device cuda names the workers' GPUs, which this machine need not have."""
+def resolve_device(device: str, remote: bool = False) -> str:
+    """--device auto means cuda where there is one. With a remote executor, --device cuda names the
+    workers' GPUs, which this machine need not have. Also caps CPU threads at the CPUs we may use."""
     import torch
 
-    from ..benchmark.scenario import usable_cpus
+    from ..machine import usable_cpus
 
-    if device not in ("cpu", "cuda", "auto"):
-        raise InputError(f"--device must be cpu, cuda or auto, got {device!r}")
-    if dtype not in ("float32", "bfloat16"):
-        raise InputError(f"--dtype must be float32 or bfloat16, got {dtype!r}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device not in ("cpu", "cuda"):
+        raise InputError(f"--device must be cpu, cuda or auto, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available() and not remote:
         raise InputError("--device cuda: no CUDA device is available here")
-    if dtype == "bfloat16" and device == "cpu":
-        raise InputError("--dtype bfloat16 is for GPU compute; use it with --device cuda (CPU audits run in float32)")
     if torch.get_num_threads() > usable_cpus():  # never more threads than the CPUs we may run on
         torch.set_num_threads(usable_cpus())
-    return device, dtype
+    return device
 
 
-def _policy(path: Optional[Path]):
+def audit_config(schemes: str, backend: str, policy: Optional[Path], device: str, dtype: str, remote: bool = False, **settings):
+    """The AuditConfig of ``audit`` and of ``remediate --verify`` alike: the scheme list parsed, the policy
+    file read, the device resolved; ``settings`` are AuditConfig's other fields, validated there."""
+    from ..pipeline.types import AuditConfig
+    from ..policy import Policy
+    from ..quantize.registry import parse_schemes
+
+    names = tuple(s.name for s in parse_schemes(schemes))  # the backend is applied when the audit resolves them
+    pol = Policy.from_toml(policy) if policy is not None else Policy()
+    source = {"policy_source": f"policy file {policy}"} if policy is not None else {}
+    return AuditConfig(schemes=names, backend=backend, policy=pol, device=resolve_device(device, remote), dtype=dtype,
+                       **source, **settings)
+
+
+def load_policy(path: Optional[Path]):
     from ..policy import Policy
 
     return (Policy.from_toml(path), str(path)) if path is not None else (Policy(), None)
 
 
-def _check_format(fmt: str) -> None:
-    if fmt not in ("table", "json"):
-        raise InputError(f"--format must be 'table' or 'json', got {fmt!r}")
-
-
-def _check_out(out: Optional[Path], file: bool = False, flag: str = "--out") -> None:
+def check_out(out: Optional[Path], file: bool = False, flag: str = "--out") -> None:
     """Refuse an output directory (or, with ``file``, an output file's place) that cannot be written,
     before any work is done rather than after the audit."""
     if out is None:
@@ -148,14 +170,11 @@ def _check_out(out: Optional[Path], file: bool = False, flag: str = "--out") -> 
         raise InputError(f"{out}: {flag} is not writable ({exc.strerror or exc})") from None
 
 
-
-
-def _check_percentile(p: float) -> None:
+def check_percentile(p: float) -> None:
     if not 0 < p < 100:
         raise InputError(f"--saliency-percentile must be between 0 and 100 (the paper uses 90, 95 or 99), got {p}")
 
 
-
-def _say(message: str) -> None:
+def say(message: str) -> None:
     """One unwrapped line on stderr (rich would wrap long paths onto several lines)."""
     sys.stderr.write("unlearn-audit: " + " ".join(message.split()) + "\n")

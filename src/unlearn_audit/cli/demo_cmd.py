@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from .common import InputError, _check_format, _check_out, _check_percentile, _emit, _stdout_console, _Steps, _write_outputs, app, err
+from .common import ENV, InputError, OutputFormat, Steps, app, check_out, check_percentile, emit, err, stdout_console, write_outputs
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("unlearn-audit-demo"), help="Directory for the demo's data and report.json."),
-    fmt: str = typer.Option("table", "--format", help="stdout format: table or json."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", envvar=ENV("format"), help="stdout format."),
     remediate: bool = typer.Option(False, "--remediate", help="Also remediate with SURE and re-audit (OUT/remediated)."),
     sure_lr: float = typer.Option(1e-4, help="SURE learning rate for --remediate (paper Table 6: 1e-4)."),
     sure_steps: int = typer.Option(12, min=1, help="SURE optimizer steps for --remediate."),
@@ -22,19 +22,18 @@ def demo(
     from ..benchmark.scenario import Recipe, run_demo
     from ..report.console import render_comparison
 
-    _check_format(fmt)
-    _check_out(out)
-    _check_percentile(saliency_percentile)
+    check_out(out)
+    check_percentile(saliency_percentile)
     if sure_lr <= 0:
         raise InputError(f"--sure-lr must be positive, got {sure_lr}")
     recipe = Recipe(sure_lr=sure_lr, sure_steps=sure_steps, sure_percentile=saliency_percentile)
-    with _Steps() as steps:
+    with Steps() as steps:
         report = run_demo(out, on_step=steps, log=lambda m: err.print(m, soft_wrap=True, markup=False),
                           recipe=recipe, remediate=remediate)
     after = report["demo"].pop("remediated", None)
-    _emit(report, fmt, out)
+    emit(report, fmt, out)
     if after is not None:
-        _write_outputs(out / "remediated", after)
-        render_comparison(report, after, err if fmt == "json" else _stdout_console(), ("GA_GDR (unlearned)", "SURE"))
+        write_outputs(out / "remediated", after)
+        render_comparison(report, after, err if fmt == OutputFormat.json else stdout_console(), ("GA_GDR (unlearned)", "SURE"))
         err.print(f"remediated report written to {out / 'remediated' / 'report.json'}")
     err.print(f"demo finished: verdict {report['verdict']} (see {out / 'report.json'})")

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from .common import InputError, _check_format, _check_out, _check_percentile, _emit, _say, _Steps, app, err
+from ..quantize.registry import DEFAULT_SCHEMES
+from .common import ENV, FailOn, InputError, OutputFormat, Steps, app, audit_config, check_out, check_percentile, emit, err, say
 
 
 @app.command()
@@ -19,16 +20,16 @@ def quantize(
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
 ) -> None:
     """Write SCHEME applied to MODEL_DIR as a checkpoint that transformers loads."""
-    from ..audit import calibration_tokens
     from ..data import load_texts
     from ..models.loading import load_checkpoint, write_checkpoint
+    from ..pipeline.workload import calibration_tokens
     from ..quantize.base import SchemeUnavailable
     from ..quantize.registry import get_scheme
 
     s = get_scheme(scheme)
     if out.exists():
         raise InputError(f"{out}: already exists; choose a new directory")
-    _check_out(out)
+    check_out(out)
     texts = load_texts(calibration) if calibration else None
     ckpt = load_checkpoint(model_dir, allow_pickle=allow_pickle)
     calib = calibration_tokens(ckpt.tokenizer, texts, "--calibration")[0] if s.calibrated else None
@@ -61,27 +62,11 @@ class _TrainingBar:
         if self.task is None:
             self.task = self.progress.add_task(self.what, total=total, loss="-")
             if not err.is_terminal:  # a log (CI) gets one line saying training started
-                _say(f"{self.what}: {total} steps")
+                say(f"{self.what}: {total} steps")
         self.progress.update(self.task, completed=step, loss=f"{loss:.4f}")
 
     def __exit__(self, *exc):
         self.progress.__exit__(*exc)
-
-
-def _unlearn_config(method, lr, sure, epochs, steps, batch_size, alpha, beta, seed, n_forget):
-    from ..remediate.unlearn import METHODS, UnlearnConfig
-
-    if method not in METHODS:
-        import difflib
-
-        close = difflib.get_close_matches(method, METHODS, n=1)
-        raise InputError(f"unknown method {method!r}" + (f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(METHODS)}"))
-    if steps is None:
-        steps = epochs * -(-n_forget // batch_size)
-    # Defaults: lr 1e-5 (MUSE, paper App. D) or 1e-4 with SURE (paper Table 6); α = 1 (Table 5, NEWS).
-    lr = lr if lr is not None else (1e-4 if sure else 1e-5)
-    return UnlearnConfig(method, lr=lr, steps=steps, batch_size=batch_size, alpha=alpha, beta=beta, seed=seed)
-
 
 
 @app.command("unlearn")
@@ -107,14 +92,15 @@ def unlearn_command(
     """Unlearn the forget set from a model (GA or NPO, with GDR or KLR), optionally with SURE."""
     from ..data import load_texts
     from ..models.loading import load_checkpoint
+    from ..remediate.presets import unlearn_config
     from ..remediate.run import SureConfig, run_unlearning
 
-    _check_percentile(saliency_percentile)
+    check_percentile(saliency_percentile)
     if out.exists():
         raise InputError(f"{out}: already exists; choose a new directory")
-    _check_out(out)
+    check_out(out)
     f, r = load_texts(forget), load_texts(retain)
-    cfg = _unlearn_config(method, lr, sure, epochs, steps, batch_size, alpha, beta, seed, len(f.texts))
+    cfg = unlearn_config(method, lr, sure, epochs, steps, batch_size, alpha, beta, seed, len(f.texts))
     start = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle)
     needs_ref = cfg.method.startswith("npo") or cfg.method.endswith("klr")
     reference = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle) if needs_ref else None
@@ -145,27 +131,33 @@ def remediate(
     alpha: float = typer.Option(1.0),
     beta: float = typer.Option(0.1),
     seed: int = typer.Option(0),
-    schemes: str = typer.Option("fp32,rtn-int8,rtn-int4,bnb-fp4", help="Schemes for --verify."),
+    schemes: str = typer.Option(",".join(DEFAULT_SCHEMES), envvar=ENV("schemes"), help="Schemes for --verify."),
     verify: bool = typer.Option(False, help="Audit the result and exit with the audit's code."),
-    fmt: str = typer.Option("table", "--format", help="stdout format for --verify: table or json."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", envvar=ENV("format"), help="stdout format for --verify."),
+    policy: Optional[Path] = typer.Option(None, envvar=ENV("policy"), help="TOML file of verdict thresholds for --verify."),
+    fail_on: FailOn = typer.Option(FailOn.inconclusive, envvar=ENV("fail-on"), help="What makes --verify exit non-zero."),
+    device: str = typer.Option("auto", envvar=ENV("device"), help="Where --verify runs the variants: cpu, cuda or auto."),
+    dtype: str = typer.Option("float32", envvar=ENV("dtype"), help="--verify's compute dtype: float32, or bfloat16 on a GPU."),
+    backend: str = typer.Option("reference", envvar=ENV("backend"), help="--verify's quantizer backend: reference or library."),
     out: Path = typer.Option(..., help="Directory: OUT/model is the checkpoint, OUT/report.json the audit."),
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
 ) -> None:
     """Remediate with SURE; with --verify, re-audit the result under the same schemes."""
-    from ..audit import AuditConfig, AuditData, run_audit
+    from ..audit import run_audit
     from ..data import load_texts
     from ..models.loading import load_checkpoint
-    from ..quantize.registry import parse_schemes
+    from ..pipeline.types import AuditData
+    from ..remediate.presets import unlearn_config
     from ..remediate.run import SureConfig, run_unlearning
 
-    _check_percentile(saliency_percentile)
-    _check_format(fmt)
+    check_percentile(saliency_percentile)
     if (out / "model").exists():
         raise InputError(f"{out / 'model'}: already exists; choose a new --out")
-    _check_out(out)
-    names = tuple(s.name for s in parse_schemes(schemes))
+    check_out(out)
+    # The re-audit's settings are checked before any training, so a bad --policy costs nothing.
+    audit_cfg = audit_config(schemes, backend, policy, device, dtype, seed=seed, allow_pickle=allow_pickle) if verify else None
     f, r, h = load_texts(forget), load_texts(retain), load_texts(holdout)
-    cfg = _unlearn_config(method, lr, sure, epochs, steps, batch_size, alpha, beta, seed, len(f.texts))
+    cfg = unlearn_config(method, lr, sure, epochs, steps, batch_size, alpha, beta, seed, len(f.texts))
     start = load_checkpoint(model_dir, "start", allow_pickle=allow_pickle)
     ref = load_checkpoint(original, "original", allow_pickle=allow_pickle)
     with _TrainingBar(f"remediating ({cfg.method}{' + SURE' if sure else ''})") as bar:
@@ -175,7 +167,7 @@ def remediate(
     if not verify:
         return
     del start, ref
-    with _Steps() as steps_:
-        report = run_audit(str(out / "model"), AuditData(forget=f, holdout=h, retain=r), AuditConfig(schemes=names, seed=seed, allow_pickle=allow_pickle),
-                           original_dir=str(original), on_step=steps_)
-    raise typer.Exit(_emit(report, fmt, out))
+    with Steps() as steps_:
+        report = run_audit(str(out / "model"), AuditData(forget=f, holdout=h, retain=r), audit_cfg, original_dir=str(original),
+                           on_step=steps_)
+    raise typer.Exit(emit(report, fmt, out, fail_on))

@@ -8,29 +8,28 @@ from typing import Optional
 
 import typer
 
-from .common import InputError, _check_fail_on, _check_format, _check_out, _exit_code, _policy, _stdout_console, app, err
+from ..report.render import ReportFormat
+from .common import ENV, FailOn, InputError, OutputFormat, app, check_out, err, exit_code, load_policy, stdout_console
 
 
 @app.command("report")
 def report_command(
     report_json: Path = typer.Argument(..., metavar="REPORT_JSON", help="A report.json written by `audit`."),
-    fmt: str = typer.Option("html", "--format", help="html, md, junit or json."),
+    fmt: ReportFormat = typer.Option(ReportFormat.html, "--format", help="What to render the report as."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="File to write (default: stdout)."),
     policy: Optional[Path] = typer.Option(None, help="Re-judge the stored results under this policy file (no model is run)."),
-    fail_on: str = typer.Option("inconclusive", help="inconclusive or fail: what makes the exit code non-zero (and a JUnit failure)."),
+    fail_on: FailOn = typer.Option(FailOn.inconclusive, envvar=ENV("fail-on"),
+                                   help="inconclusive or fail: what makes the exit code non-zero (and a JUnit failure)."),
 ) -> None:
     """Render a report.json as HTML, Markdown or JUnit, optionally re-judged under another policy."""
     from ..report.load import load_report, rejudge
-    from ..report.render import FORMATS, render
+    from ..report.render import render
     from ..report.write import write_text_atomic
 
-    if fmt not in FORMATS:
-        raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    _check_fail_on(fail_on)
-    _check_out(output, file=True, flag="--output")
+    check_out(output, file=True, flag="--output")
     report = load_report(report_json)
     if policy is not None:
-        pol, source = _policy(policy)
+        pol, source = load_policy(policy)
         report = rejudge(report, pol, f"policy file {source}")
     text = render(report, fmt, fail_on)
     if output is None:
@@ -38,7 +37,7 @@ def report_command(
     else:
         write_text_atomic(output, text)
         err.print(f"wrote {output} ({fmt}): verdict {report['verdict']}")
-    raise typer.Exit(_exit_code(report["verdict"], fail_on))
+    raise typer.Exit(exit_code(report["verdict"], fail_on))
 
 
 @app.command("schema")
@@ -55,7 +54,7 @@ def diff_command(
     other_dir: Path = typer.Argument(..., metavar="UNLEARNED_DIR", help="The claimed-unlearned model."),
     schemes: str = typer.Option("rtn-int8,rtn-int4,nf4,gguf-q4_0", help="Schemes whose grids to compare."),
     out: Optional[Path] = typer.Option(None, help="Write the full per-module result to this JSON file."),
-    fmt: str = typer.Option("table", "--format", help="stdout format: table or json."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", envvar=ENV("format"), help="stdout format."),
 ) -> None:
     """Weight forensics without data: how many grid cells unlearning left unchanged, per scheme."""
     from ..quantize.forensics import diff
@@ -63,17 +62,16 @@ def diff_command(
     from ..report.console import render_diff
     from ..report.write import to_json_text, write_json_atomic
 
-    _check_format(fmt)
     if out is not None and out.is_dir():
         raise InputError(f"{out}: --out must be a file path for diff")
-    _check_out(out, file=True)
+    check_out(out, file=True)
     result = diff(original_dir, other_dir, parse_schemes(schemes))
     if out is not None:
         write_json_atomic(out, result)
-    if fmt == "json":
+    if fmt == OutputFormat.json:
         sys.stdout.write(to_json_text(result))
     else:
-        render_diff(result, _stdout_console())
+        render_diff(result, stdout_console())
 
 
 @app.command("schemes")

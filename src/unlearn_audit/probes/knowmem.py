@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..models.base import LanguageModel
-from .base import ProbeOutput, definitions, rouge_l_f1
+from .base import Column, Prepared, Probe, ProbeOutput, Step, definitions, rouge_checks, rouge_l_f1, score_rouge
 
 
 @dataclass(frozen=True)
@@ -50,3 +50,43 @@ def run(model: LanguageModel, tokenizer, items: Sequence[KnowMemItem], split: st
     texts = [cut_at_stop(tokenizer.decode(o, skip_special_tokens=True)) for o in outputs]
     values = tuple(rouge_l_f1(i.answer, t) for i, t in zip(items, texts))
     return ProbeOutput("knowmem", split, "rougeL_f1", values, tuple(texts))
+
+
+class KnowMem(Probe):
+    name = "knowmem"
+    paper = "MUSE (Shi et al., 2024) KnowMem; Zhang et al. (ICLR 2025) Eq. 12"
+    steps = (Step("forget", "evidence"), Step("retain", "utility"), Step("holdout", "baseline"))
+    checks = rouge_checks("knowmem", "KnowMem")
+    columns = (Column("forget", "KnowMem forget"), Column("retain", "KnowMem retain"))
+
+    def prepare(self, tokenizer, data, cfg, context_length, notes) -> Prepared:
+        """Few-shot pairs: --icl, else MUSE's retain ICL file, else the first ``shots`` retain QA pairs
+        (then left out of the retain score, so no question is its own example), else zero-shot. MUSE
+        prompts the retain split with its own ICL file (eval.py: forget_qa_icl, retain_qa_icl)."""
+        shots = definitions()["knowmem"]["shots"]
+        retain_pairs = list(data.retain_qa.pairs) if data.retain_qa else []
+        if data.icl is not None:
+            icl, source = list(data.icl.pairs), f"icl file {data.icl.path}"
+        elif data.retain_icl is not None:
+            icl, source = list(data.retain_icl.pairs), f"icl file {data.retain_icl.path}"
+        elif retain_pairs:
+            icl, retain_pairs = retain_pairs[:shots], retain_pairs[shots:]
+            source = f"first {len(icl)} retain QA pairs (excluded from the retain score)"
+        else:
+            icl, source = [], "none (zero-shot): give --icl or --retain-qa for MUSE's few-shot prompt"
+        split_icl = {}
+        if data.retain_icl is not None:
+            split_icl["retain"] = list(data.retain_icl.pairs)
+            source += f"; retain split: icl file {data.retain_icl.path}"
+        items = {}
+        for split, pairs in (("forget", data.forget_qa.pairs if data.forget_qa else []), ("retain", retain_pairs),
+                             ("holdout", data.holdout_qa.pairs if data.holdout_qa else [])):
+            if pairs:
+                items[split] = prepare(tokenizer, pairs, split_icl.get(split, icl), cfg.muse_strict)
+        return Prepared(items, {"knowmem_icl_source": source})
+
+    def run(self, model, tokenizer, items, split) -> list[ProbeOutput]:
+        return [run(model, tokenizer, items, split)]
+
+    def score(self, est, outs, orig, fp32, reference) -> None:
+        score_rouge(self.name, est, outs, orig, fp32)

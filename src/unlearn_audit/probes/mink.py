@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import math
 import zlib
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
 
+from .. import stats
 from ..models.base import LanguageModel, TokenScores
-from .base import ProbeOutput, definitions
+from ..stats import auc_batch
+from .base import CheckSpec, Column, Prepared, Probe, ProbeOutput, Step, definitions
 
 
 def min_k(logprobs: np.ndarray, k: float) -> float:
@@ -33,14 +35,6 @@ def min_k(logprobs: np.ndarray, k: float) -> float:
 def auc(forget: np.ndarray, holdout: np.ndarray) -> float:
     """P(holdout statistic > forget statistic) + ½ P(tie): the Mann–Whitney form of ROC AUC."""
     return float(auc_batch(np.asarray(forget)[None, :], np.asarray(holdout)[None, :])[0])
-
-
-def auc_batch(forget: np.ndarray, holdout: np.ndarray) -> np.ndarray:
-    """AUC for each row of (B, n_forget) and (B, n_holdout) score matrices (used by the bootstrap)."""
-    n_f, n_h = forget.shape[1], holdout.shape[1]
-    ranks = rankdata(np.concatenate([forget, holdout], axis=1), axis=1)
-    u = ranks[:, n_f:].sum(axis=1) - n_h * (n_h + 1) / 2
-    return u / (n_f * n_h)
 
 
 def privleak(auc_value: float, auc_ref: float) -> float:
@@ -97,3 +91,55 @@ def zlib_sizes(tokenizer, sequences) -> list[int]:
 
 def run(model: LanguageModel, sequences, split: str, zlib_bytes: Sequence[int] | None = None) -> list[ProbeOutput]:
     return scores(model.token_scores(sequences), split, zlib_bytes)
+
+
+def headline(defs: dict | None = None) -> str:
+    """The Min-K% statistic that AUC and PrivLeak are reported for (MUSE's ``forget_holdout_Min-40%``).
+    ``defs`` is a report's recorded probe definitions, so a report is read with the k it was made with."""
+    return f"min_k_{round((defs or definitions())['mink']['headline_k'] * 100)}"
+
+
+@dataclass(frozen=True)
+class MinKItems:
+    """One split's scored texts: token ids, and each text's zlib-compressed length for the zlib attack."""
+
+    sequences: tuple[tuple[int, ...], ...]
+    zlib_bytes: tuple[int, ...]
+
+
+class MinK(Probe):
+    name = "mink"
+    paper = "Min-K% Prob (Shi et al., 2024) with MUSE's AUC and PrivLeak; Zhang et al. (ICLR 2025) Eq. 13"
+    steps = (Step("forget", "evidence"), Step("holdout", "evidence"))
+    checks = (CheckSpec("privleak", "privleak", "privleak_abs_max", True, f"PrivLeak (Min-K% {headline()[6:]})", "memorisation",
+                        ("auc", "privleak")),)
+    columns = (Column("auc", f"AUC (Min-{headline()[6:]}%)"), Column("original_auc", "original's AUC"), Column("privleak", "PrivLeak %", 1))
+
+    def prepare(self, tokenizer, data, cfg, context_length, notes) -> Prepared:
+        items = {}
+        for split, ts in (("forget", data.forget), ("holdout", data.holdout)):
+            seqs, cut = prepare(tokenizer, ts.texts, context_length)
+            if cut:
+                notes.append(f"mink: {cut} {split} text(s) longer than the context ({context_length}) were truncated")
+            items[split] = MinKItems(tuple(seqs), tuple(zlib_sizes(tokenizer, seqs)))
+        return Prepared(items)
+
+    def run(self, model, tokenizer, items: MinKItems, split) -> list[ProbeOutput]:
+        return run(model, items.sequences, split, items.zlib_bytes)
+
+    def score(self, est, outs, orig, fp32, reference) -> None:
+        """AUC for every attack; for the headline statistic also PrivLeak against ``reference`` and the
+        original's AUC under the same scheme."""
+        top, b = headline(), est.resamples
+        for metric in [key[2] for key in outs if key[:2] == ("mink", "forget")]:  # Min-K%, Min-K%++, LOSS, zlib
+            f, h = outs.get(("mink", "forget", metric)), outs.get(("mink", "holdout", metric))
+            if f is None or h is None:
+                continue
+            auc_est, leak = stats.auc(f, h, est.rng("auc", metric), b, reference if metric == top else None)
+            est.add("mink", f"auc_{metric}", auc_est)
+            if metric == top:
+                est.add("mink", "auc", auc_est)
+                est.add("mink", "privleak", leak)
+                if ("mink", "forget", metric) in orig:
+                    est.add("mink", "original_auc", stats.auc(orig["mink", "forget", metric], orig["mink", "holdout", metric],
+                                                              est.rng("auc", "orig"), b)[0])

@@ -16,8 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 from ..models.base import LanguageModel
-from .base import ProbeOutput, definitions, rouge_l_f1
+from .base import Column, Prepared, Probe, ProbeOutput, Step, definitions, rouge_checks, rouge_l_f1, score_rouge
 
 
 @dataclass(frozen=True)
@@ -25,16 +27,6 @@ class VerbMemItem:
     prompt_ids: tuple[int, ...]
     reference: str
     max_new_tokens: int
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    """VerbMem prompts given with their true continuation (``gt``), as MUSE ships them in
-    ``verbmem/forget.json``; they are used as given, not cut from a text by the tool."""
-
-    path: str
-    sha256: str
-    pairs: tuple[tuple[str, str], ...]
 
 
 def prepare(tokenizer, texts: Sequence[str], muse_strict: bool = False, prefix_tokens: int | None = None):
@@ -83,3 +75,37 @@ def run(model: LanguageModel, tokenizer, items: Sequence[VerbMemItem], split: st
     texts = [tokenizer.decode(o, skip_special_tokens=True, clean_up_tokenization_spaces=False) for o in outputs]
     values = tuple(rouge_l_f1(i.reference, t) for i, t in zip(items, texts))
     return ProbeOutput("verbmem", split, "rougeL_f1", values, tuple(texts))
+
+
+class VerbMem(Probe):
+    name = "verbmem"
+    paper = "MUSE (Shi et al., 2024) VerbMem; Zhang et al. (ICLR 2025) Eq. 11"
+    steps = (Step("forget", "evidence"), Step("holdout", "baseline"))
+    checks = rouge_checks("verbmem", "VerbMem")
+    columns = (Column("forget", "VerbMem forget"), Column("holdout", "VerbMem holdout"), Column("retention", "VerbMem retention"))
+
+    def prepare(self, tokenizer, data, cfg, context_length, notes) -> Prepared:
+        items, prefix = {}, None
+        source = "each text's first prefix_tokens tokens ([verbmem] in muse.toml), continued"
+        if data.verbmem_forget is not None:  # given prompts (MUSE's verbmem/forget.json), used as given
+            pairs = data.verbmem_forget.pairs
+            items["forget"] = prepare_given(tokenizer, pairs, cfg.muse_strict)
+            # The holdout baseline is cut at the given prompts' median length, so both sides are probed alike.
+            prefix = int(np.median([len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p, _ in pairs]))
+            source = (f"forget: the {len(items['forget'])} prompts given in {data.verbmem_forget.path}, as given; "
+                      f"holdout: each text's first {prefix} tokens (the given prompts' median length), continued")
+        for split, ts in (("forget", data.forget), ("holdout", data.holdout)):
+            if split in items:
+                continue
+            items[split], short = prepare(tokenizer, ts.texts, cfg.muse_strict, prefix)
+            if short:
+                notes.append(f"verbmem: {short} {split} text(s) shorter than the prompt were not scored")
+        if not items["holdout"]:  # every holdout text is shorter than the given prompts: no baseline
+            del items["holdout"]
+        return Prepared(items, {"verbmem_prompts": source})
+
+    def run(self, model, tokenizer, items, split) -> list[ProbeOutput]:
+        return [run(model, tokenizer, items, split)]
+
+    def score(self, est, outs, orig, fp32, reference) -> None:
+        score_rouge(self.name, est, outs, orig, fp32)

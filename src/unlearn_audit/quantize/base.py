@@ -1,7 +1,8 @@
 """The scheme contract, and the typed outcome of trying to build a variant.
 
-A scheme either builds a model (``Built``) or says why it cannot (``Skipped``): a missing optional
-library is a finding in the report with its reason, never a silent drop.
+A scheme either builds a model or raises ``SchemeUnavailable`` with the reason, which the variant job
+turns into a typed ``Skipped`` outcome (pipeline/types.py): a missing optional library is a finding in
+the report with its reason, never a silent drop.
 """
 
 from __future__ import annotations
@@ -19,12 +20,6 @@ if TYPE_CHECKING:
 
 class SchemeUnavailable(Exception):
     """Raised by ``Scheme.build`` when the scheme cannot run here; the message is the reason."""
-
-
-@dataclass(frozen=True)
-class Skipped:
-    scheme: str
-    reason: str
 
 
 @dataclass(frozen=True)

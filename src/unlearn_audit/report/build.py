@@ -5,35 +5,21 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from importlib import metadata
 
 from .. import __version__
+from ..machine import hardware
+from ..pipeline.types import AuditResult
 from ..probes.base import definitions
+from ..versions import installed_version
 
 SCHEMA_VERSION = "1.2"  # 1.1 added forensics, p_value, check.required, run.hardware, config.policy_sha256
 # 1.2 added inputs.adapter, inputs.verbmem_forget, inputs.retain_icl, config.data_source, config.verbmem_prompts
 
 
 def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "safetensors", "tokenizers", "rouge-score", "numpy", "scipy", "gguf", "bitsandbytes",
-                "torchao", "jinja2"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def hardware() -> dict:
-    import os
-
-    import torch
-
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"machine": platform.machine(), "processor": platform.processor() or None, "cpus": cpus,
-            "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    packages = ("torch", "transformers", "safetensors", "tokenizers", "rouge-score", "numpy", "scipy", "gguf", "bitsandbytes",
+                "torchao", "jinja2")
+    return {"python": platform.python_version(), **{pkg: installed_version(pkg) for pkg in packages}}
 
 
 def _dataset(ts) -> dict | None:
@@ -64,30 +50,30 @@ def _audited(ckpt) -> dict:
     return out
 
 
-def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_info, variants, results,
-                 checks, verdict, reason, samples, evidence, timings, started, forensics=None) -> dict:
-    forget_items = work.verbmem["forget"]
+def build_report(r: AuditResult) -> dict:
+    """report.json from a finished audit; the order of keys is part of the format (byte-stable reports)."""
+    cfg, work, tok = r.cfg, r.work, r.ckpt.tokenizer
+    forget_items = work.prepared["verbmem"]["forget"]
     shown = min(3, len(forget_items))
-    tok = ckpt.tokenizer
     return {
         "schema_version": SCHEMA_VERSION,
         "tool_version": __version__,
-        "verdict": verdict,
-        "verdict_reason": reason,
-        "variants": variants,
-        "results": [r.to_dict() for r in results],
-        "checks": [c.to_dict() for c in checks],
+        "verdict": r.verdict,
+        "verdict_reason": r.reason,
+        "variants": [v.to_dict() for v in r.variants],
+        "results": [x.to_dict() for x in r.results],
+        "checks": [c.to_dict() for c in r.checks],
         "inputs": {
-            "model": _audited(ckpt),
-            "adapter": getattr(ckpt, "adapter", None),
-            "original": _model(original),
-            "reference": _model(reference),
-            **{name: _dataset(getattr(data, name)) for name in
+            "model": _audited(r.ckpt),
+            "adapter": getattr(r.ckpt, "adapter", None),
+            "original": _model(r.original),
+            "reference": _model(r.reference),
+            **{name: _dataset(getattr(r.data, name)) for name in
                ("forget", "holdout", "retain", "forget_qa", "retain_qa", "holdout_qa", "icl", "calibration", "retain_icl",
                 "verbmem_forget", "relearn")},
         },
         "config": {
-            "schemes": {s.name: {"description": s.description, "bits": s.bits, **s.params()} for s in schemes},
+            "schemes": {s.name: {"description": s.description, "bits": s.bits, **s.params()} for s in r.schemes},
             "backend": cfg.backend,
             "device": cfg.device,
             "dtype": cfg.dtype,
@@ -103,36 +89,39 @@ def build_report(*, ckpt, original, reference, data, cfg, schemes, work, ref_inf
             else "MUSE text with the separating space on the answer side (lm-eval target delimiter)",
             "verbmem_generation": "fixed 128 new tokens (MUSE)" if cfg.muse_strict
             else "new tokens capped at the reference continuation's length (at most 128)",
-            "knowmem_icl_source": work.icl_source,
-            "verbmem_prompts": work.verbmem_source,
-            "data_source": data.source,  # --muse: the directory and every file read from it
+            "knowmem_icl_source": work.record["knowmem_icl_source"],
+            "verbmem_prompts": work.record["verbmem_prompts"],
+            "data_source": r.data.source,  # --muse: the directory and every file read from it
             "calibration": work.calibration_source,
             "relearn": work.relearn_source,  # the relearning attack's text (relearn-* schemes): source and sha256
-            "privleak_reference": ref_info,
+            "privleak_reference": r.reference_info,
             **({"limit": {"records_per_text_set": cfg.limit, "sampling": "seeded reservoir sample (Algorithm R, random.Random(seed)), "
                           "uniform over the file's records, kept in file order; forget, holdout and retain only"}}
                if cfg.limit is not None else {}),
-            "notes": work.notes,
+            "notes": [*work.notes, *r.findings],
         },
         # Weight-space forensics against --original, per scheme (Section 5): codes, scales, |ΔW|/Δ per module.
-        "forensics": forensics or {},
-        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "forensics": dict(r.forensics),
+        "timings": {k: round(v, 3) for k, v in r.timings.items()},
         "run": {
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.started)),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "duration_s": round(time.time() - started, 3),
+            "duration_s": round(time.time() - r.started, 3),
             "argv": sys.argv,
             "platform": platform.platform(),
             "hardware": hardware(),
             "versions": _versions(),
+            "resumed_variants": list(r.resumed),  # read from the resume cache, not recomputed
+            "executor": r.executor,
         },
         "evidence": [
             {
                 "prompt": tok.decode(forget_items[i].prompt_ids, skip_special_tokens=True),
                 "reference": forget_items[i].reference,
-                "outputs": {v: gens[i] for v, gens in evidence.items()},
+                "outputs": {v: gens[i] for v, gens in r.evidence.items()},
             }
             for i in range(shown)
         ],
-        "samples": samples,
+        "samples": list(r.samples),
+        "findings": list(r.findings),
     }

@@ -5,17 +5,12 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-COLUMNS = [  # (probe, metric, header, digits)
-    ("verbmem", "forget", "VerbMem forget", 3),
-    ("verbmem", "holdout", "VerbMem holdout", 3),
-    ("verbmem", "retention", "VerbMem retention", 3),
-    ("knowmem", "forget", "KnowMem forget", 3),
-    ("knowmem", "retain", "KnowMem retain", 3),
-    ("mink", "auc", "AUC (Min-40%)", 3),
-    ("mink", "original_auc", "original's AUC", 3),
-    ("mink", "privleak", "PrivLeak %", 1),
-    ("weights", "grid_code_overlap", "int codes = original", 4),
-]
+from ..policy import worst
+from ..probes.registry import PROBES
+
+# (probe, metric, header, digits): each registered probe's columns, then the weight forensics
+COLUMNS = [(p.name, c.metric, c.label, c.digits) for p in PROBES.values() for c in p.columns]
+COLUMNS.append(("weights", "grid_code_overlap", "int codes = original", 4))
 
 
 def _cell(r: dict | None, digits: int) -> str:
@@ -37,8 +32,7 @@ def render(report: dict, console: Console) -> None:
         table.add_column(label, justify="right")
     table.add_column("status")
     for v in report["variants"]:
-        statuses = {c["status"] for c in report["checks"] if c["variant"] == v["name"]}
-        status = next((s for s in ("FAIL", "INCONCLUSIVE", "SKIPPED", "PASS") if s in statuses), "-")
+        status = worst(c["status"] for c in report["checks"] if c["variant"] == v["name"])
         if v["status"] != "built":
             table.add_row(v["name"], *["-"] * len(present), f"SKIPPED: {v['reason']}")
             continue
@@ -65,8 +59,7 @@ def render_comparison(before: dict, after: dict, console: Console, labels=("befo
     for v in before["variants"]:
         name = v["name"]
         cells = [f"{_short(rb.get((name, *key)))} → {_short(ra.get((name, *key)))}" for key in cols]
-        checks = {c["status"] for c in after["checks"] if c["variant"] == name}
-        table.add_row(name, *cells, next((s for s in ("FAIL", "INCONCLUSIVE", "SKIPPED", "PASS") if s in checks), "-"))
+        table.add_row(name, *cells, worst(c["status"] for c in after["checks"] if c["variant"] == name))
     console.print(table)
     console.print(f"verdict: {before['verdict']} → {after['verdict']} — {after['verdict_reason']}")
 

@@ -7,19 +7,16 @@ or looser policy to a finished audit without the model, the data, or a GPU.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 from ..data import read_input
-from ..errors import InputError
-from ..policy import Policy, Result, judge
+from ..errors import InputError, parse
+from ..policy import Policy, Variant, judge
+from ..probes.base import Result
 
 
 def load_report(path: Path) -> dict:
-    try:
-        report = json.loads(read_input(path, "report"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not a JSON report ({exc})") from None
+    report = parse(read_input(path, "report"), str(path))
     if not isinstance(report, dict):
         raise InputError(f"{path}: not an unlearn-audit report (expected a JSON object)")
     missing = [k for k in ("schema_version", "verdict", "variants", "results", "checks", "config", "run") if k not in report]
@@ -30,7 +27,7 @@ def load_report(path: Path) -> dict:
 
 def rejudge(report: dict, policy: Policy, source: str) -> dict:
     results = [Result.from_dict(r) for r in report["results"]]
-    checks, verdict, reason = judge(results, report["variants"], policy)
+    checks, verdict, reason = judge(results, [Variant.from_dict(v) for v in report["variants"]], policy)
     if report.get("findings"):  # changed inputs, NaN weights: facts about the audit, not thresholds
         verdict, reason = "INCONCLUSIVE", report["findings"][0]
     out = copy.deepcopy(report)

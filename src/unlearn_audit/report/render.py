@@ -6,6 +6,7 @@ The templates live in ``report_templates/`` and ship inside the wheel; nothing h
 
 from __future__ import annotations
 
+import enum
 import xml.etree.ElementTree as ET
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -13,7 +14,14 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from ..resources import data_dir
 from . import view
 
-FORMATS = ("html", "md", "junit", "json")
+
+class ReportFormat(str, enum.Enum):
+    """The views ``unlearn-audit report`` renders."""
+
+    html = "html"
+    md = "md"
+    junit = "junit"
+    json = "json"
 
 
 def _env() -> Environment:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from markupsafe import Markup
 
+from ..policy import worst
+from ..probes.mink import headline
+from ..probes.registry import checks as probe_checks
 from . import svg
 from .console import COLUMNS
 
-# which check marks which column of the summary table
-_CHECK_OF = {"verbmem": {"forget", "holdout", "forget_minus_holdout"}, "knowmem": {"forget", "holdout", "forget_minus_holdout"},
-             "mink": {"auc", "privleak"}}
-_CHECK_NAME = {"verbmem": "verbmem", "knowmem": "knowmem", "mink": "privleak"}
-HEADLINE_SCORE = "min_k_40"
+# (probe, metric) -> the checks whose failure marks that cell of the summary table
+_MARKED_BY: dict[tuple[str, str], set[str]] = {}
+for _probe, _spec in probe_checks():
+    for _metric in _spec.marks:
+        _MARKED_BY.setdefault((_probe, _metric), set()).add(_spec.name)
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -39,13 +42,12 @@ def summary(report: dict) -> dict:
     for v in report["variants"]:
         status = [c["status"] for c in report["checks"] if c["variant"] == v["name"] and c.get("required", True)]
         row = {"variant": v["name"], "built": v["status"] == "built", "reason": v.get("reason", ""),
-               "status": next((s for s in ("FAIL", "INCONCLUSIVE", "SKIPPED", "PASS") if s in status), "–"),
+               "status": worst(status, "–"),
                "informational": any(not c.get("required", True) for c in report["checks"] if c["variant"] == v["name"]),
                "cells": []}
         for probe, metric, label, digits in cols:
             r = res.get((v["name"], probe, metric))
-            check = f"{probe}_recovery" if metric == "recovery_vs_fp32" else _CHECK_NAME.get(probe)
-            marked = metric in _CHECK_OF.get(probe, set()) | {"recovery_vs_fp32"} and (v["name"], check) in failed
+            marked = any((v["name"], check) in failed for check in _MARKED_BY.get((probe, metric), ()))
             row["cells"].append({
                 "probe": probe, "metric": metric, "label": label, "failed": bool(r) and marked,
                 "value": None if r is None else r["value"], "text": "–" if r is None else fmt(r["value"], digits),
@@ -80,15 +82,16 @@ def recovery_chart(report: dict) -> Markup:
 def mia(report: dict) -> list[dict]:
     """Per variant: the Min-K% 40 score distributions (forget vs holdout) and the ROC curve."""
     scores: dict[tuple[str, str], list] = {}
+    top = headline(report["config"]["probes"])
     for s in report.get("samples", []):
-        if s["probe"] == "mink" and s["metric"] == HEADLINE_SCORE and s["model"] == "audited":
+        if s["probe"] == "mink" and s["metric"] == top and s["model"] == "audited":
             scores[(s["variant"], s["split"])] = s["values"]
     out = []
     for v in report["variants"]:
         f, h = scores.get((v["name"], "forget")), scores.get((v["name"], "holdout"))
         if f is None or h is None:
             continue
-        out.append({"variant": v["name"], "hist": Markup(svg.distributions(f, h, f"{v['name']}: Min-K% 40 scores")),
+        out.append({"variant": v["name"], "hist": Markup(svg.distributions(f, h, f"{v['name']}: Min-K% {top[6:]} scores")),
                     "roc": Markup(svg.roc(f, h, f"{v['name']}: ROC"))})
     return out
 

@@ -14,12 +14,13 @@ import hashlib
 import json
 from pathlib import Path
 
-from . import __version__
-from .probes.base import ProbeOutput, definitions
-from .report.write import to_json_text, write_text_atomic
+from .. import __version__
+from ..probes.base import ProbeOutput, definitions
+from ..report.write import to_json_text, write_text_atomic
+from .types import AuditConfig, AuditData, VariantRun
 
 
-def variant_key(scheme, ckpt, original, data, cfg) -> str:
+def variant_key(scheme, ckpt, original, data: AuditData, cfg: AuditConfig) -> str:
     parts = {
         "tool": __version__,
         "probes": definitions(),
@@ -37,8 +38,8 @@ def variant_key(scheme, ckpt, original, data, cfg) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _outs(items: list[dict]) -> list[ProbeOutput]:
-    return [ProbeOutput(d["probe"], d["split"], d["metric"], tuple(d["values"]), tuple(d["generations"])) for d in items]
+def _outs(items: list[dict]) -> tuple[ProbeOutput, ...]:
+    return tuple(ProbeOutput(d["probe"], d["split"], d["metric"], tuple(d["values"]), tuple(d["generations"])) for d in items)
 
 
 def _dicts(outs: list[ProbeOutput]) -> list[dict]:
@@ -50,8 +51,8 @@ class VariantCache:
     def __init__(self, root: Path | None, fresh: bool = False) -> None:
         self.root, self.fresh = root, fresh
 
-    def get(self, key: str):
-        """(outputs, original's outputs, forensics) for a cached variant, or None."""
+    def get(self, key: str) -> VariantRun | None:
+        """A cached variant's run, or None."""
         if self.root is None or self.fresh:
             return None
         path = self.root / f"{key}.json"
@@ -61,9 +62,10 @@ class VariantCache:
             return None
         nan = float("nan")
         fix = lambda items: [{**d, "values": [nan if v is None else v for v in d["values"]]} for d in items]  # noqa: E731
-        return _outs(fix(entry["outs"])), _outs(fix(entry["orig_outs"])), entry["forensics"]
+        return VariantRun(_outs(fix(entry["outs"])), _outs(fix(entry["orig_outs"])), entry["forensics"])
 
-    def put(self, key: str, outs, orig_outs, fx) -> None:
+    def put(self, key: str, run: VariantRun) -> None:
         if self.root is None:
             return
-        write_text_atomic(self.root / f"{key}.json", to_json_text({"outs": _dicts(outs), "orig_outs": _dicts(orig_outs), "forensics": fx}))
+        entry = {"outs": _dicts(run.outputs), "orig_outs": _dicts(run.original_outputs), "forensics": run.forensics}
+        write_text_atomic(self.root / f"{key}.json", to_json_text(entry))

@@ -15,45 +15,44 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .models.hf import HFModel
-from .probes import knowmem, mink, verbmem
-from .probes.base import ProbeOutput
-from .quantize import forensics
-from .quantize.base import SchemeUnavailable
+from ..models.hf import HFModel
+from ..probes.base import ROLES, ProbeOutput
+from ..probes.registry import plan
+from ..quantize import forensics
+from ..quantize.base import Scheme, SchemeUnavailable
+from .types import AuditConfig, VariantRun, Workload
 
 if TYPE_CHECKING:
-    from .audit import AuditConfig, _Workload
-    from .models.loading import Checkpoint
+    from ..models.loading import Checkpoint
+
+#: What the original model is probed on under each scheme: the forget-set evidence (for retention) and
+#: utility (for the retain-utility ratio); the holdout baselines are the audited model's alone.
+ORIGINAL_ROLES = ("evidence", "utility")
 
 
-def probe_all(model: HFModel, tok, work: _Workload, full: bool) -> list[ProbeOutput]:
-    """Run the probes on one variant; ``full=False`` is the original model's subset for retention."""
-    outs = [verbmem.run(model, tok, work.verbmem["forget"], "forget")]
-    if "forget" in work.knowmem:
-        outs.append(knowmem.run(model, tok, work.knowmem["forget"], "forget"))
-    for split in ("forget", "holdout"):  # one forward pass each; shows whether Q(original) still knows
-        outs += mink.run(model, work.mink[split], split, work.zlib[split])
-    if "retain" in work.knowmem:  # utility; the original's too, for the retain-utility ratio
-        outs.append(knowmem.run(model, tok, work.knowmem["retain"], "retain"))
-    if full:
-        if work.verbmem["holdout"]:  # empty when every holdout text is shorter than the given prompts
-            outs.append(verbmem.run(model, tok, work.verbmem["holdout"], "holdout"))
-        if "holdout" in work.knowmem:
-            outs.append(knowmem.run(model, tok, work.knowmem["holdout"], "holdout"))
+def probe_all(model: HFModel, tok, work: Workload, roles: tuple[str, ...] = ROLES) -> list[ProbeOutput]:
+    """Run every registered probe on one variant, for the splits it prepared whose role is in ``roles``."""
+    outs = []
+    for probe, step in plan(roles):
+        items = work.prepared[probe.name]
+        if step.split in items:
+            outs += probe.run(model, tok, items[step.split], step.split)
     return outs
 
 
-def run_variant(scheme, ckpt, original, tok, work, cfg, on_step):
+def run_variant(scheme: Scheme, ckpt: Checkpoint, original: Checkpoint | None, work: Workload, cfg: AuditConfig,
+                on_step) -> VariantRun:
     """Build one variant (and the original's), probe both, and free them: at most one quantized copy
     beside the loaded models at any time."""
     on_step(f"{scheme.name}: building and probing")
-    outs = probe_scheme(scheme, ckpt, tok, work, cfg, full=True)
+    outs = probe_scheme(scheme, ckpt, ckpt.tokenizer, work, cfg, ROLES)
     orig_outs: list[ProbeOutput] = []
     fx = None
     if original is not None:
         on_step(f"{scheme.name}: probing the original")
         try:
-            orig_outs = probe_scheme(scheme, original, tok, work, cfg, full=False)
+            # decoded with the audited model's tokenizer, which tokenized the workload (same vocabulary, checked)
+            orig_outs = probe_scheme(scheme, original, ckpt.tokenizer, work, cfg, ORIGINAL_ROLES)
         except SchemeUnavailable:
             pass
         if scheme.bits and scheme.bits < 32:
@@ -61,17 +60,18 @@ def run_variant(scheme, ckpt, original, tok, work, cfg, on_step):
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return outs, orig_outs, fx
+    return VariantRun(tuple(outs), tuple(orig_outs), fx)
 
 
-def probe_scheme(scheme, source: Checkpoint, tok, work: _Workload, cfg: AuditConfig, full: bool) -> list[ProbeOutput]:
+def probe_scheme(scheme: Scheme, source: Checkpoint, tok, work: Workload, cfg: AuditConfig,
+                 roles: tuple[str, ...] = ROLES) -> list[ProbeOutput]:
     """Build ``scheme`` on ``source`` and probe it. A seeded scheme (weight noise) is built once per seed
     and each sample's scores are averaged over the draws; the first draw's generations are the evidence."""
     text = work.relearn if scheme.relearns else work.calibration
     runs = []
     for draw in scheme.seeded():
         built = place(draw.build(source, text), cfg)
-        runs.append(probe_all(HFModel(scheme.name, built, tok, cfg.batch_size), tok, work, full))
+        runs.append(probe_all(HFModel(scheme.name, built, tok, cfg.batch_size), tok, work, roles))
         del built
     if len(runs) == 1:
         return runs[0]

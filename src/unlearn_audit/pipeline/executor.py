@@ -18,47 +18,18 @@ checks that the Ray executor's results equal the local executor's).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
-from .errors import InputError
-from .quantize.base import Scheme, SchemeUnavailable
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A job whose scheme cannot run where it ran, with the reason (a typed outcome, never a drop)."""
-
-    reason: str
+from ..errors import InputError
+from ..quantize.base import Scheme, SchemeUnavailable
+from .types import AuditConfig, Failed, JobContext, JobOutcome, Skipped, Workload
+from .variant import run_variant
 
 
-@dataclass(frozen=True)
-class Failed:
-    """A remote job that could not start (a checkpoint its worker could not read); ends the audit in one line."""
-
-    reason: str
-
-
-@dataclass
-class JobContext:
-    """What every variant job needs. The loaded checkpoints serve the local executor; remote executors
-    reload them in the worker from ``model_dir`` / ``original_dir``."""
-
-    model_dir: str
-    original_dir: str | None
-    ckpt: object
-    original: object
-    work: object  # the audit's tokenized workload
-    cfg: object  # the AuditConfig
-    on_step: Callable[[str], None]
-
-
-def run_job(scheme: Scheme, ctx: JobContext):
-    """One variant: (outputs, original's outputs, forensics), or Skipped."""
-    from .variant import run_variant
-
+def run_job(scheme: Scheme, ctx: JobContext) -> JobOutcome:
+    """One variant: its ``VariantRun``, or ``Skipped`` with the reason when the scheme cannot run here."""
     try:
-        return run_variant(scheme, ctx.ckpt, ctx.original, ctx.ckpt.tokenizer, ctx.work, ctx.cfg, ctx.on_step)
+        return run_variant(scheme, ctx.ckpt, ctx.original, ctx.work, ctx.cfg, ctx.on_step)
     except SchemeUnavailable as exc:
         return Skipped(str(exc))
 
@@ -69,7 +40,7 @@ class LocalExecutor:
     def describe(self) -> dict:
         return {"name": self.name}
 
-    def run(self, schemes: list[Scheme], ctx: JobContext) -> Iterator:
+    def run(self, schemes: list[Scheme], ctx: JobContext) -> Iterator[JobOutcome]:
         for scheme in schemes:  # lazily: the next variant is built only when the previous one was consumed
             yield run_job(scheme, ctx)
 
@@ -77,17 +48,17 @@ class LocalExecutor:
 _LOADED: dict = {}  # per Ray worker process: checkpoints already loaded, by (path, role, pickle policy)
 
 
-def _remote_job(scheme: Scheme, model_dir: str, original_dir: str | None, work, cfg):
+def _remote_job(scheme: Scheme, model_dir: str, original_dir: str | None, work: Workload, cfg: AuditConfig) -> JobOutcome:
     """A Ray task: load (or reuse) the checkpoints in this worker and run one variant job. Input errors
     come back as ``Failed``, so the driver can report them in one line."""
     import torch
 
-    from .models.loading import load_checkpoint
+    from ..models.loading import load_checkpoint
 
     torch.set_num_threads(1)
     try:
         def load(path, role):
-            key = (path, role, getattr(cfg, "allow_pickle", False))
+            key = (path, role, cfg.allow_pickle)
             if key not in _LOADED:
                 kwargs = {"allow_pickle": True} if key[2] else {}
                 _LOADED[key] = load_checkpoint(path, role, **kwargs)
@@ -115,7 +86,7 @@ class RayExecutor:
 
         return {"name": self.name, "address": self.address or "local instance", "ray": ray.__version__}
 
-    def run(self, schemes: list[Scheme], ctx: JobContext) -> Iterator:
+    def run(self, schemes: list[Scheme], ctx: JobContext) -> Iterator[JobOutcome]:
         import ray
 
         if not schemes:
