@@ -109,7 +109,7 @@ def test_an_audit_with_an_adapter_probes_the_merged_model(bench, lora, tmp_path,
     expected, _ = _merged_by_hand(bench["clean"], lora)
     by_hand, base = load_checkpoint(bench["clean"]), load_checkpoint(bench["clean"])
     by_hand.model.load_state_dict({k: v.float() for k, v in expected.items()})
-    seqs, _ = mink.prepare(by_hand.tokenizer, load_texts(bench["forget"]).texts, None)
+    seqs, _, _ = mink.prepare(by_hand.tokenizer, load_texts(bench["forget"]).texts, None)
     loss = lambda m: [mink.loss(t) for t in HFModel("x", m.model, m.tokenizer, 8).token_scores(seqs)]  # noqa: E731
     audited = next(s["values"] for s in report["samples"]
                    if (s["variant"], s["model"], s["probe"], s["split"], s["metric"]) == ("fp32", "audited", "mink", "forget", "loss"))

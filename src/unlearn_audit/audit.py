@@ -23,7 +23,7 @@ from .models.loading import Checkpoint, load_checkpoint
 from .pipeline.cache import VariantCache, variant_key
 from .pipeline.executor import LocalExecutor
 from .pipeline.provenance import changed_inputs, provenance_notes
-from .pipeline.scoring import forensics_results, index_outputs, score_variant
+from .pipeline.scoring import forensics_results, index_outputs, nonfinite_scores, score_variant
 from .pipeline.types import AuditConfig, AuditData, AuditResult, JobContext, Skipped, Workload
 from .pipeline.variant import place
 from .pipeline.workload import build_workload
@@ -58,6 +58,7 @@ class Collected:
     evidence: dict
     forensics: dict
     resumed: tuple[str, ...]
+    findings: tuple[str, ...]  # non-finite per-document scores
 
 
 def resolve_schemes(cfg: AuditConfig) -> list:
@@ -104,7 +105,7 @@ def score_reference(models: Models, work: Workload, cfg: AuditConfig, on_step) -
 def run_variants(schemes: list, models: Models, original_dir: str | None, data: AuditData, work: Workload, cfg: AuditConfig,
                  reference: stats.Reference, cache: VariantCache, executor, on_step, timings: dict) -> Collected:
     """Every scheme's variant, from the resume cache or an executor job, scored in scheme order."""
-    variants, results, samples, evidence, weights, resumed, fp32 = [], [], [], {}, {}, [], None
+    variants, results, samples, evidence, weights, resumed, fp32, findings = [], [], [], {}, {}, [], None, []
     keys = {s.name: variant_key(s, models.ckpt, models.original, data, cfg) for s in schemes}
     hits = {s.name: cache.get(keys[s.name]) for s in schemes}
     ctx = JobContext(models.model_dir, original_dir, models.ckpt, models.original, work, cfg, on_step)
@@ -123,11 +124,11 @@ def run_variants(schemes: list, models: Models, original_dir: str | None, data: 
             cache.put(keys[scheme.name], run)
         if run.forensics is not None:
             weights[scheme.name] = run.forensics
-        outs = index_outputs(run.outputs)
+        outs, orig = index_outputs(run.outputs), index_outputs(run.original_outputs)
+        findings += [f for f in (nonfinite_scores(scheme.name, "audited", outs), nonfinite_scores(scheme.name, "original", orig)) if f]
         if scheme.name == "fp32":
             fp32 = outs
-        results += score_variant(scheme.name, outs, index_outputs(run.original_outputs), fp32 if scheme.name != "fp32" else None,
-                                 reference, cfg)
+        results += score_variant(scheme.name, outs, orig, fp32 if scheme.name != "fp32" else None, reference, cfg)
         results += forensics_results(scheme.name, run.forensics)
         for model, produced in (("audited", run.outputs), ("original", run.original_outputs)):
             samples += [{"variant": scheme.name, "model": model, "probe": o.probe, "split": o.split, "metric": o.metric,
@@ -135,19 +136,23 @@ def run_variants(schemes: list, models: Models, original_dir: str | None, data: 
         evidence[scheme.name] = next(o.generations for o in run.outputs if o.probe == "verbmem" and o.split == "forget")
         variants.append(Variant(scheme.name, scheme.bits, "built"))
         timings[f"{scheme.name}_s"] = time.perf_counter() - t
-    return Collected(tuple(variants), tuple(results), tuple(samples), evidence, weights, tuple(resumed))
+    return Collected(tuple(variants), tuple(results), tuple(samples), evidence, weights, tuple(resumed), tuple(findings))
 
 
-def input_findings(models: Models, data: AuditData) -> list[str]:
+def input_findings(models: Models, data: AuditData, reference: stats.Reference) -> list[str]:
     """Facts about the inputs themselves: no policy can turn them into PASS or FAIL (re-judging keeps them)."""
     findings = []
     changed = changed_inputs(data, models.all())
     if changed:  # the evidence no longer describes the files on disk
         findings.append(f"input changed during the audit: {', '.join(changed)}")
-    nonfinite = [n for n, p in models.ckpt.model.named_parameters() if not torch.isfinite(p).all()]
-    if nonfinite:  # the checkpoint's outputs mean nothing
-        findings.append(f"the audited model's weights contain NaN or Inf in {len(nonfinite)} tensor(s) "
-                        f"({', '.join(nonfinite[:3])}{', …' if len(nonfinite) > 3 else ''}); its outputs are not meaningful")
+    for m in models.all():  # a model with NaN or Inf weights gives outputs (or a baseline) that mean nothing
+        nonfinite = [n for n, p in m.model.named_parameters() if not torch.isfinite(p).all()]
+        if nonfinite:
+            findings.append(f"the {m.role} model's weights contain NaN or Inf in {len(nonfinite)} tensor(s) "
+                            f"({', '.join(nonfinite[:3])}{', …' if len(nonfinite) > 3 else ''}); its outputs are not meaningful")
+    if reference.forget is not None:
+        bad = nonfinite_scores("reference", "reference", {("mink", "forget", "ref"): reference.forget, ("mink", "holdout", "ref"): reference.holdout})
+        findings += [bad] if bad else []
     return findings
 
 
@@ -187,7 +192,7 @@ def run_audit(
 
     got = run_variants(schemes, models, original_dir, data, work, cfg, reference, cache, executor, on_step, timings)
     checks, verdict, reason = judge(list(got.results), list(got.variants), cfg.policy)
-    findings = input_findings(models, data)
+    findings = input_findings(models, data, reference) + list(got.findings)
     if findings:
         verdict, reason = INCONCLUSIVE, findings[0]
     return build_report(AuditResult(

@@ -110,7 +110,8 @@ def auc(forget, holdout, rng: np.random.Generator, b: int = 1000, ref: Reference
         ref_value, ref_boots = ref.fixed, np.full(b, ref.fixed)
     with np.errstate(divide="ignore", invalid="ignore"):
         leak_boots = (boots - ref_boots) / ref_boots * 100
-    leak = (value - ref_value) / ref_value * 100
+    # A reference AUC of 0 (a "reference" that recites the forget set) leaves PrivLeak undefined.
+    leak = (value - ref_value) / ref_value * 100 if ref_value else float("nan")
     return est, Estimate(float(leak), *_interval(leak_boots), n=est.n)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from .. import stats
 from ..probes.base import Estimates, Outputs, ProbeOutput, Result
 from ..probes.registry import PROBES
@@ -38,3 +40,15 @@ def forensics_results(variant: str, fx: dict | None) -> list[Result]:
     if not fx or fx.get("status") != "measured":
         return []
     return [Result(variant, "weights", metric, fx[key], None, None, fx[n]) for key, metric, n in _FORENSICS]
+
+
+def nonfinite_scores(variant: str, model: str, outs: Outputs) -> str | None:
+    """A finding when any per-document score is NaN or infinite (an overflowing model, an adapter whose
+    scale overflowed): a bootstrap would silently drop those documents and decide on the rest."""
+    bad = {key: int(np.count_nonzero(~np.isfinite(np.asarray(v, dtype=float)))) for key, v in outs.items()}
+    bad = {key: n for key, n in bad.items() if n}
+    if not bad:
+        return None
+    where = ", ".join(f"{p}/{s}/{m}: {n}" for (p, s, m), n in list(bad.items())[:3]) + (", …" if len(bad) > 3 else "")
+    return (f"{variant}: the {model} model gave {sum(bad.values())} non-finite per-document score(s) ({where}); "
+            "the checks that use them cannot be decided")

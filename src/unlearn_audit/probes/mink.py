@@ -42,14 +42,18 @@ def privleak(auc_value: float, auc_ref: float) -> float:
 
 
 def prepare(tokenizer, texts: Sequence[str], max_length: int | None):
-    """Token ids per text (BOS included where the tokenizer adds it); returns ids and how many were cut."""
-    seqs, truncated = [], 0
+    """Token ids per text (BOS included where the tokenizer adds it); returns ids, how many were cut, and
+    how many were too short to score (a text of one token has no next-token log-prob to average)."""
+    seqs, truncated, short = [], 0, 0
     for text in texts:
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+        if len(ids) < 2:
+            short += 1
+            continue
         if max_length and len(ids) > max_length:
             ids, truncated = ids[:max_length], truncated + 1
         seqs.append(tuple(ids))
-    return seqs, truncated
+    return seqs, truncated, short
 
 
 def min_k_plus_plus(t: TokenScores, k: float) -> float:
@@ -118,9 +122,11 @@ class MinK(Probe):
     def prepare(self, tokenizer, data, cfg, context_length, notes) -> Prepared:
         items = {}
         for split, ts in (("forget", data.forget), ("holdout", data.holdout)):
-            seqs, cut = prepare(tokenizer, ts.texts, context_length)
+            seqs, cut, short = prepare(tokenizer, ts.texts, context_length)
             if cut:
                 notes.append(f"mink: {cut} {split} text(s) longer than the context ({context_length}) were truncated")
+            if short:
+                notes.append(f"mink: {short} {split} text(s) of fewer than two tokens have nothing to score and were left out")
             items[split] = MinKItems(tuple(seqs), tuple(zlib_sizes(tokenizer, seqs)))
         return Prepared(items)
 
