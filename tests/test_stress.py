@@ -9,7 +9,7 @@ import pytest
 
 from unlearn_audit.benchmark import tiny
 from unlearn_audit.cli import main
-from unlearn_audit.data import _Reservoir, load_texts
+from unlearn_audit.data import Reservoir, load_texts
 from unlearn_audit.errors import InputError
 from unlearn_audit.models.loading import write_checkpoint
 
@@ -55,13 +55,13 @@ def test_every_record_is_still_validated_when_sampling(big, tmp_path):
 def test_the_reservoir_sample_is_uniform():
     counts = [0] * 10
     for seed in range(400):
-        r = _Reservoir(10, seed)
+        r = Reservoir(10, seed)
         for i in range(1000):
             r.add(i)
         for i in r.items():
             counts[i // 100] += 1
     assert all(320 <= c <= 480 for c in counts), counts  # 400 each expected, σ ≈ 19; the seeds are fixed
-    whole = _Reservoir(None, 0)
+    whole = Reservoir(None, 0)
     for i in range(5):
         whole.add(i)
     assert whole.items() == [0, 1, 2, 3, 4]

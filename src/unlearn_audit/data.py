@@ -142,7 +142,7 @@ def _field(path: Path, lineno: int, obj: dict, key: str, hint: str = "") -> str:
     return value
 
 
-class _Reservoir:
+class Reservoir:
     """A uniform sample of ``limit`` items from a stream of unknown length, in one pass and O(limit)
     memory (Vitter's Algorithm R), seeded so the same file and seed always keep the same records.
     The kept items are returned in file order. ``limit=None`` keeps everything."""
@@ -169,7 +169,7 @@ def load_texts(path: str | Path, limit: int | None = None, seed: int = 0) -> Tex
     """A text set, validated and hashed in one streaming pass. With ``limit``, a seeded uniform sample
     of that many records (every record is still validated); ``records`` then says how many there were."""
     p = Path(path)
-    digest, sample = hashlib.sha256(), _Reservoir(limit, seed)
+    digest, sample = hashlib.sha256(), Reservoir(limit, seed)
     for lineno, obj in _records(p, "text set", digest):
         hint = " (this looks like a QA file; text sets hold {\"text\": ...})" if "question" in obj else ""
         sample.add(_field(p, lineno, obj, "text", hint))
