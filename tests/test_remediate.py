@@ -132,17 +132,23 @@ def test_unlearn_command_writes_an_auditable_checkpoint_with_its_record(setup, t
     assert exc.value.code == 2 and "did you mean 'npo_klr'" in capsys.readouterr().err
 
 
+def _remediate_inputs(setup, tmp_path):
+    """The tiny model as a checkpoint, and forget (f), retain (r) and holdout (h) sets beside it."""
+    from unlearn_audit.data import write_jsonl
+
+    model, tok, _ = setup
+    docs = [f"{t} number {i}" for i, t in enumerate(TEXTS * 6)]
+    for name, rows in (("f", docs[:12]), ("r", docs[12:]), ("h", [d.upper() for d in docs[:12]])):
+        write_jsonl(tmp_path / f"{name}.jsonl", [{"text": t} for t in rows])
+    return write_checkpoint(model, tok, tmp_path / "orig")
+
+
 def test_remediate_verify_writes_checkpoint_and_report_and_exits_with_the_audit_code(setup, tmp_path, capsys):
     import json
 
     from unlearn_audit.cli import main
-    from unlearn_audit.data import write_jsonl
 
-    model, tok, _ = setup
-    src = write_checkpoint(model, tok, tmp_path / "orig")
-    docs = [f"{t} number {i}" for i, t in enumerate(TEXTS * 6)]
-    for name, rows in (("f", docs[:12]), ("r", docs[12:]), ("h", [d.upper() for d in docs[:12]])):
-        write_jsonl(tmp_path / f"{name}.jsonl", [{"text": t} for t in rows])
+    src = _remediate_inputs(setup, tmp_path)
     out = tmp_path / "out"
     args = ["remediate", src, "--original", src, "--forget", tmp_path / "f.jsonl", "--retain", tmp_path / "r.jsonl",
             "--holdout", tmp_path / "h.jsonl", "--steps", "2", "--batch-size", "4", "--verify", "--schemes", "fp32",
@@ -179,13 +185,8 @@ def test_remediate_verify_honours_device_policy_and_fail_on(setup, tmp_path, cap
     import json
 
     from unlearn_audit.cli import main
-    from unlearn_audit.data import write_jsonl
 
-    model, tok, _ = setup
-    src = write_checkpoint(model, tok, tmp_path / "orig")
-    docs = [f"{t} number {i}" for i, t in enumerate(TEXTS * 6)]
-    for name, rows in (("f", docs[:12]), ("r", docs[12:]), ("h", [d.upper() for d in docs[:12]])):
-        write_jsonl(tmp_path / f"{name}.jsonl", [{"text": t} for t in rows])
+    src = _remediate_inputs(setup, tmp_path)
     undecided = tmp_path / "undecided.toml"
     undecided.write_text("min_documents = 1000\n")  # every check INCONCLUSIVE, whatever the model did
     base = ["remediate", src, "--original", src, "--forget", tmp_path / "f.jsonl", "--retain", tmp_path / "r.jsonl",
