@@ -178,3 +178,83 @@ def test_muse_conflicts_with_the_set_options(bench, muse, tmp_path, capsys):
     _one_line(*run(["audit", bench["memoriser"], "--muse", tmp_path / "nowhere"], capsys)[::2], "MUSE directory not found")
     _one_line(*run(["audit", bench["memoriser"], "--muse", muse, "--limit", "5"], capsys)[::2], "--limit", "does not apply to --muse")
     _one_line(*run(["audit", bench["memoriser"], "--holdout", bench["holdout"]], capsys)[::2], "missing option '--forget'")
+
+
+def _planted(muse: Path, tmp_path: Path) -> Path:
+    d = tmp_path / "vendor" / "news"
+    shutil.copytree(muse, d)
+    return d
+
+
+@pytest.mark.parametrize("rel, target", [
+    ("privleak/forget.json", lambda outside: outside),  # an absolute link
+    ("raw/forget.txt", lambda outside: Path("../..") / outside.name),  # a relative one, climbing out
+])
+def test_a_link_out_of_the_muse_directory_is_refused(bench, muse, tmp_path, capsys, rel, target):
+    d = _planted(muse, tmp_path)
+    outside = tmp_path / "vendor" / "outside.txt"
+    outside.write_text('["a secret that must not reach the report"]', encoding="utf-8")
+    (d / rel).unlink()
+    (d / rel).symlink_to(target(outside))
+    _one_line(*run(["audit", bench["memoriser"], "--muse", d, "--schemes", "fp32"], capsys)[::2], rel, "outside the MUSE directory")
+
+
+def test_a_fifo_in_the_muse_directory_is_refused_without_hanging(muse, tmp_path):
+    import os
+    import threading
+
+    from unlearn_audit.errors import InputError
+
+    d = _planted(muse, tmp_path)
+    fifo = d / "privleak" / "forget.json"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    errors = []
+
+    def read():
+        try:
+            read_muse_dir(d)
+        except InputError as exc:
+            errors.append(str(exc))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # blocked opening the FIFO: give it a writer that closes at once, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(10)
+        pytest.fail("reading a FIFO in the MUSE directory hung")
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert "privleak/forget.json" in errors[0] and "not a regular file" in errors[0]
+
+
+def test_a_hugging_face_cache_snapshot_reads_through_its_blob_links(muse, tmp_path):
+    """A snapshot holds links to ../../blobs/<sha>: they leave the MUSE directory but stay in the cache repo."""
+    repo = tmp_path / "hub" / "datasets--muse-bench--MUSE-News"
+    snapshot = repo / "snapshots" / "abc123"
+    (repo / "blobs").mkdir(parents=True)
+    for f in sorted(p for p in muse.rglob("*") if p.is_file()):
+        rel = f.relative_to(muse)
+        blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        blob.write_bytes(f.read_bytes())
+        link = snapshot / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path(*[".."] * (len(rel.parts) + 1)) / "blobs" / blob.name)
+    plain, cached = read_muse_dir(muse), read_muse_dir(snapshot)
+    assert cached.raw_forget.text == plain.raw_forget.text and cached.raw_holdout.text == plain.raw_holdout.text
+    assert [f.text for f in cached.raw_retain] == [f.text for f in plain.raw_retain]
+    for name in ("verbmem", "forget_qa", "retain_qa", "forget_icl", "retain_icl"):
+        assert getattr(cached, name).pairs == getattr(plain, name).pairs, name
+        assert getattr(cached, name).sha256 == getattr(plain, name).sha256, name
+    assert {k: v.texts for k, v in cached.privleak.items()} == {k: v.texts for k, v in plain.privleak.items()}
+    assert {k: v["sha256"] for k, v in cached.manifest()["files"].items()} == {k: v["sha256"] for k, v in plain.manifest()["files"].items()}
+
+    # The cache repo is the limit: a link out of it is refused like any other.
+    outside = tmp_path / "hub" / "outside.json"
+    outside.write_text('["a secret"]', encoding="utf-8")
+    (snapshot / "privleak" / "holdout.json").unlink()
+    (snapshot / "privleak" / "holdout.json").symlink_to(Path("../../../..") / outside.name)
+    from unlearn_audit.errors import InputError
+
+    with pytest.raises(InputError, match="privleak/holdout.json.*outside the MUSE directory"):
+        read_muse_dir(snapshot)

@@ -30,11 +30,20 @@ What each part becomes in the audit, after MUSE's own ``eval.py``:
   ``read_muse_dir`` checks every file first and ``audit_data`` cuts later.
 
 Every defect is a one-line ``InputError`` naming the file, and, inside a JSON list, the item's index.
+
+The directory often comes from a vendor, so a file in it is read only if it resolves to a regular file
+inside it: a link out of it (``privleak/forget.json -> /etc/...``) would put an outside file's text in the
+report's evidence, a FIFO would hang the read and ``/dev/zero`` would fill the memory. The one exception
+is a Hugging Face cache snapshot (``<repo>/snapshots/<revision>/``), whose files are links to
+``<repo>/blobs/<sha256>``: there the cache repo, the nearest ``snapshots`` parent with a ``blobs``
+sibling, is the limit instead.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,23 +133,25 @@ def read_muse_dir(path: str | Path, calibration: TextSet | None = None) -> MuseC
         raise InputError(f"{root}: MUSE directory not found")
     if not root.is_dir():
         raise InputError(f"{root}: --muse expects {LAYOUT}, not a file")
+    safe = _Confined(root)
     raw = root / "raw"
     retain_files = sorted(raw.glob("retain*.txt")) if raw.is_dir() else []
-    privleak = {split: _texts(root / "privleak" / f"{split}.json") for split in ("forget", "holdout") if (root / "privleak" / f"{split}.json").exists()}
+    privleak = {split: _texts(safe(root / "privleak" / f"{split}.json")) for split in ("forget", "holdout")
+                if (root / "privleak" / f"{split}.json").exists()}
     if len(privleak) == 1:
         have, lack = ("forget", "holdout") if "forget" in privleak else ("holdout", "forget")
         raise InputError(f"{root / 'privleak' / f'{lack}.json'}: not found, but privleak/{have}.json is; "
                          "the membership test needs both or neither")
     return MuseCorpus(
         root=root,
-        raw_forget=_raw(root, "raw/forget.txt"),
-        raw_holdout=_raw(root, "raw/holdout.txt"),
-        raw_retain=tuple(_raw(root, f.relative_to(root).as_posix()) for f in retain_files),
-        verbmem=_optional(root, ("verbmem/forget.json",), _prompts),
-        forget_qa=_optional(root, ("knowmem/forget_qa.json",), _qa),
-        retain_qa=_optional(root, ("knowmem/retain_qa.json", "knowmem/retain2_qa.json"), _qa),
-        forget_icl=_optional(root, ("knowmem/forget_qa_icl.json",), _qa),
-        retain_icl=_optional(root, ("knowmem/retain_qa_icl.json", "knowmem/retain2_qa_icl.json"), _qa),
+        raw_forget=_raw(root, "raw/forget.txt", safe),
+        raw_holdout=_raw(root, "raw/holdout.txt", safe),
+        raw_retain=tuple(_raw(root, f.relative_to(root).as_posix(), safe) for f in retain_files),
+        verbmem=_optional(root, ("verbmem/forget.json",), _prompts, safe),
+        forget_qa=_optional(root, ("knowmem/forget_qa.json",), _qa, safe),
+        retain_qa=_optional(root, ("knowmem/retain_qa.json", "knowmem/retain2_qa.json"), _qa, safe),
+        forget_icl=_optional(root, ("knowmem/forget_qa_icl.json",), _qa, safe),
+        retain_icl=_optional(root, ("knowmem/retain_qa_icl.json", "knowmem/retain2_qa_icl.json"), _qa, safe),
         privleak=privleak,
         calibration=calibration,
     )
@@ -157,19 +168,45 @@ def split_raw(tokenizer, text: str, path: Path | str = "") -> tuple[str, ...]:
     return texts
 
 
-def _optional(root: Path, names: tuple[str, ...], reader):
+class _Confined:
+    """Passes a path on to be read only if it resolves to a regular file inside the MUSE directory, or,
+    for a Hugging Face cache snapshot, inside its cache repo (see the module docstring)."""
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        self.limit = next((p.parent for p in self.root.parents if p.name == "snapshots" and (p.parent / "blobs").is_dir()),
+                          self.root)
+
+    def __call__(self, path: Path) -> Path:
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError):  # a link loop
+            raise InputError(f"{path}: a symbolic link loop; refusing to read it") from None
+        if not real.is_relative_to(self.limit):
+            where = "the MUSE directory" if self.limit == self.root else f"the MUSE directory's cache repo {self.limit}"
+            raise InputError(f"{path}: links to {real}, outside {where}; refusing to read it")
+        try:
+            mode = os.stat(real).st_mode
+        except OSError:
+            return path  # missing or unreadable: the reader's own one-line error names it
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a directory gets the reader's own error
+            raise InputError(f"{path}: not a regular file (a FIFO, socket or device); --muse reads only regular files")
+        return path
+
+
+def _optional(root: Path, names: tuple[str, ...], reader, safe: _Confined):
     """The first of ``names`` that exists, read with ``reader``, or None when none does."""
     for name in names:
         if (root / name).exists():
-            return reader(root / name)
+            return reader(safe(root / name))
     return None
 
 
-def _raw(root: Path, rel: str) -> _File:
+def _raw(root: Path, rel: str, safe: _Confined) -> _File:
     path = root / rel
     if not path.exists():
         raise InputError(f"{path}: not found; --muse expects {LAYOUT}")
-    text = read_input(path, "raw text")
+    text = read_input(safe(path), "raw text")
     if not text.strip():
         raise InputError(f"{path}: empty raw text file")
     # read_input decoded the bytes strictly, so encoding the text again gives exactly the file's bytes.
