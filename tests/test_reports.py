@@ -196,3 +196,50 @@ def test_report_command_refuses_what_is_not_a_report(tmp_path, capsys):
     assert code == 2 and "is a directory" in err
     code, _, err = run(["audit", tmp_path, "--forget", tmp_path, "--holdout", tmp_path, "--policy", tmp_path], capsys)
     assert code == 2 and "is a directory" in err
+
+
+HOSTILE = "x</td><img src=http://evil/a.png>\n# **PASS**\n|a|b|\x01\x1b[31m"
+XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _hostile_report(audited) -> dict:
+    """report.json with a hostile string wherever an input's text reaches the views."""
+    report = json.loads((audited / "report.json").read_text())
+    report["verdict_reason"] = HOSTILE
+    report["inputs"]["model"]["path"] = HOSTILE
+    failing = next(c for c in report["checks"] if c["status"] in ("FAIL", "INCONCLUSIVE"))
+    failing["reason"] = HOSTILE
+    report["checks"][0]["reason"] = HOSTILE
+    report["variants"].append({"name": HOSTILE, "status": "skipped", "reason": HOSTILE})
+    report["checks"].append({**failing, "variant": HOSTILE, "check": HOSTILE})
+    first = report["evidence"][0]["outputs"]
+    first[next(iter(first))] = HOSTILE
+    return report
+
+
+def test_the_markdown_view_escapes_what_comes_from_inputs(audited):
+    from unlearn_audit.report.render import render
+
+    md = render(_hostile_report(audited), "md")
+    assert "<img" not in md and "</td>" not in md and "&lt;img" in md  # shown as text, not as HTML
+    assert "\x01" not in md and "\x1b" not in md
+    lines = md.splitlines()
+    assert lines[0].startswith("### unlearn-audit: **")  # the tool's own heading stays Markdown
+    assert not any(line.startswith("#") for line in lines[1:]), [line for line in lines if line.startswith("#")]
+    assert "**PASS**" not in md.replace(lines[0], "")  # no spoofed bold verdict
+    rows = [line for line in lines if line.startswith("|")]
+    cells = [len(re.split(r"(?<!\\)\|", row)) for row in rows]  # an escaped \| does not split a cell
+    assert len(rows) >= 3 and len(set(cells)) == 1, cells
+    assert any(HOSTILE[:1] in row and "SKIPPED" in row for row in rows)  # the planted variant is one row
+
+
+def test_the_junit_view_is_well_formed_xml_whatever_the_inputs_hold(audited):
+    from unlearn_audit.report.render import render
+
+    report = _hostile_report(audited)
+    xml = render(report, "junit")
+    assert not XML_FORBIDDEN.search(xml)
+    root = ET.fromstring(xml)
+    cases = root.find("testsuite").findall("testcase")
+    assert len(cases) == len(report["checks"])
+    assert any("<img src=http://evil/a.png>" in (e.get("message") or "") for e in root.iter("failure"))  # kept, as text
