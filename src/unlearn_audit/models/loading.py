@@ -2,8 +2,8 @@
 
 Only safetensors weights are read by default (a pickle ``.bin``/``.pt`` can run arbitrary code on
 load), and ``trust_remote_code`` is never passed: a config that asks for custom code (``auto_map``) is
-refused rather than silently loaded with a built-in class it may not match. Hub access is disabled, so
-a typo in a path can never turn into a download.
+refused rather than silently loaded with a built-in class it may not match. Every load passes
+``local_files_only=True``, so a typo in a path can never turn into a download.
 
 ``allow_pickle=True`` (``--allow-pickle``) reads a checkpoint that has only pickle weights, through
 ``torch.load(weights_only=True)``: the unpickler then builds tensors and plain containers only, and a
@@ -22,21 +22,19 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-
-import torch  # noqa: E402
-from transformers import (  # noqa: E402
+import torch
+from safetensors import SafetensorError
+from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # noqa: E402
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from ..data import sha256_file  # noqa: E402
-from ..errors import InputError  # noqa: E402
+from ..data import sha256_file
+from ..errors import InputError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -130,7 +128,17 @@ def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu", 
     except pickle.UnpicklingError as exc:  # weights_only refused a global: the file asks to run code
         raise InputError(f"{p}: refusing the pickle weights: {_refused_global(exc)}; weights_only loading accepts "
                          "tensors and plain containers only") from None
-    except Exception as exc:
+    # What a corrupt, truncated or mismatched checkpoint raises; anything else is a bug and propagates
+    # (the CLI exits 3 on it). Checked against truncated, garbled and mis-sized files:
+    # - SafetensorError: a safetensors file whose header or data is cut, garbled or inconsistent;
+    # - OSError: a weight file or shard named by the index is missing, not a file, or unreadable;
+    # - RuntimeError: tensors whose shapes do not fit config.json, and torch's reader on a corrupt pickle
+    #   archive (--allow-pickle);
+    # - ValueError: a config value transformers refuses when it builds the model (it covers the
+    #   JSON and Unicode decoding errors of a broken index file too);
+    # - EOFError: a pickle file that ends early (--allow-pickle).
+    # KeyError and TypeError stay out: a few broken configs raise them too, but so does a bug in our code.
+    except (SafetensorError, OSError, RuntimeError, ValueError, EOFError) as exc:
         raise InputError(f"{p}: cannot load the model weights ({_first_line(exc)})") from None
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:  # token ids past the embedding would index out of range (fewer is normal padding)

@@ -75,7 +75,13 @@ class BitsAndBytes(Scheme):
                 use_safetensors=getattr(checkpoint, "weights_format", "safetensors") == "safetensors",  # pickle: --allow-pickle
                 weights_only=True,
             )
-        except Exception as exc:  # bitsandbytes refuses some CPUs/builds with assorted exception types
+        # The ways bitsandbytes turns out unusable on this machine or build. Anything else propagates: the
+        # checkpoint itself has already loaded once, so a different error here is a bug, not a skip.
+        # - ImportError: transformers' own checks, accelerate missing or bitsandbytes older than it needs;
+        # - RuntimeError: no bitsandbytes backend for any device here, a native library that failed to
+        #   load (bitsandbytes defers that error to the first call), or an op without a kernel for this
+        #   CPU (NotImplementedError), which transformers re-raises as a RuntimeError about the conversion.
+        except (ImportError, RuntimeError) as exc:
             raise SchemeUnavailable(f"bitsandbytes could not quantize this model here: {exc}") from None
         for module in model.modules():
             if isinstance(module, bnb.nn.Linear4bit):
