@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -116,15 +117,35 @@ class HFModel:
             stop_strings=list(stop_strings) or None,
         )
         extra = {"tokenizer": self.tokenizer} if stop_strings else {}
-        generated = self.model.generate(
-            input_ids=input_ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            generation_config=config,
-            **extra,
-        )
+        with _own_generation_config(self.model):
+            generated = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                generation_config=config,
+                **extra,
+            )
         for row, i in enumerate(batch):
             new = generated[row, width:].tolist()[: max_new_tokens[i]]
             out[i] = _strip_after_eos(new, self.tokenizer.eos_token_id, self.pad_id)
+
+
+@contextmanager
+def _own_generation_config(model: PreTrainedModel):
+    """Decode with the tool's GenerationConfig alone. ``generate`` fills every setting left unset (None) in
+    the config it is given from ``model.generation_config`` (transformers 5.x
+    ``GenerationMixin._prepare_generation_config``: ``update(**self.generation_config.to_dict(),
+    defaults_only=True, allow_custom_entries=True)``), and that object is read from the audited checkpoint's
+    generation_config.json (or config.json). Its ``suppress_tokens``, ``repetition_penalty``,
+    ``no_repeat_ngram_size``, ``bad_words_ids``, ``min_new_tokens``, ``forced_bos_token_id``... would steer the
+    "greedy" probes and let a model that recites its forget set look unlearned. A blank GenerationConfig
+    stands in while generating, so only transformers' global defaults fill the gaps; the loaded one is put
+    back afterwards (the report lists what it asked for)."""
+    loaded = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = loaded
 
 
 def _strip_after_eos(ids: list[int], eos: int | None, pad: int) -> list[int]:

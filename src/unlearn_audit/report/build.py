@@ -38,6 +38,16 @@ def _model(ckpt) -> dict | None:
     out = {"path": ckpt.path, "files": ckpt.file_hashes, "config": ckpt.config_summary}
     if ckpt.weights_format != "safetensors":  # only with --allow-pickle
         out["weights_format"] = f"{ckpt.weights_format} (torch.load weights_only=True)"
+    # What the checkpoint's generation config asks of generate(), which the probes ignore (models/hf.py decodes
+    # with the tool's own config): its settings beyond what transformers derives from config.json alone (the
+    # pad/bos/eos ids every saved checkpoint carries), without transformers' bookkeeping keys.
+    from transformers import GenerationConfig
+
+    stock = GenerationConfig.from_model_config(ckpt.model.config).to_diff_dict()
+    asked = {k: v for k, v in sorted(ckpt.model.generation_config.to_diff_dict().items())
+             if k != "transformers_version" and not k.startswith("_") and (k not in stock or stock[k] != v)}
+    if asked:
+        out["generation_config_ignored"] = asked
     return out
 
 
@@ -98,7 +108,7 @@ def build_report(r: AuditResult) -> dict:
             **({"limit": {"records_per_text_set": cfg.limit, "sampling": "seeded reservoir sample (Algorithm R, random.Random(seed)), "
                           "uniform over the file's records, kept in file order; forget, holdout and retain only"}}
                if cfg.limit is not None else {}),
-            "notes": [*work.notes, *r.findings],
+            "notes": [*work.notes, *r.notes, *r.findings],
         },
         # Weight-space forensics against --original, per scheme (Section 5): codes, scales, |ΔW|/Δ per module.
         "forensics": dict(r.forensics),
