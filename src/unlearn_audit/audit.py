@@ -198,5 +198,5 @@ def run_audit(
     return build_report(AuditResult(
         models.ckpt, models.original, models.reference, data, cfg, tuple(schemes), work, reference_info, got.variants,
         got.results, tuple(checks), verdict, reason, got.samples, got.evidence, got.forensics, tuple(findings), timings,
-        started, got.resumed, executor.describe(),
+        started, got.resumed, executor.describe(), tuple(cache.notes),
     ))

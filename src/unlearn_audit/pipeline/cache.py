@@ -6,12 +6,22 @@ probe outputs, and the weight forensics). Its key hashes every input that can ch
 the tool version, the probe definitions, each model's weight-file hashes, each data file's hash, the
 scheme with its parameters, and the prompt and backend settings. Change any of them and the entry is
 simply not found. Entries are written atomically, so a killed run leaves whole entries or none.
+
+A verdict must not rest on files the run did not compute, and whoever can write to ``--out`` could
+edit an entry. So every entry is authenticated: an HMAC-SHA256 over its key and its content under a
+secret kept outside ``--out`` (``secret_file()``, created with mode 0600 on first use). An entry that
+fails the check, is malformed, or is not a file is ignored with a note and the variant is recomputed;
+a cache that cannot be written is noted and the audit goes on. (An explicit ``--resume`` flag was the
+alternative; it would still trust whatever sits in ``--out`` once given, and CI reruns would forget it.)
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
+import secrets
 from pathlib import Path
 
 from .. import __version__
@@ -47,25 +57,84 @@ def _dicts(outs: list[ProbeOutput]) -> list[dict]:
              "generations": list(o.generations)} for o in outs]
 
 
+def secret_file() -> Path:
+    """Where the resume cache's secret lives: ``UNLEARN_AUDIT_CACHE_SECRET_FILE``, else the user's cache
+    directory (never under ``--out``)."""
+    given = os.environ.get("UNLEARN_AUDIT_CACHE_SECRET_FILE")
+    if given:
+        return Path(given)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "unlearn-audit" / "resume-secret"
+
+
+def _load_secret(path: Path) -> bytes:
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # a concurrent creator wins; we re-read
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text(encoding="ascii").strip())
+
+
 class VariantCache:
-    def __init__(self, root: Path | None, fresh: bool = False) -> None:
-        self.root, self.fresh = root, fresh
+    def __init__(self, root: Path | None, fresh: bool = False, secret: bytes | None = None) -> None:
+        self.root, self.fresh, self._secret = root, fresh, secret
+        self.notes: list[str] = []  # what the report must say about entries ignored or not written
+
+    def _mac(self, key: str, content: str) -> str | None:
+        if self._secret is None:
+            try:
+                self._secret = _load_secret(secret_file())
+            except (OSError, ValueError) as exc:
+                self._note(f"resume cache disabled: its secret {secret_file()} cannot be read or made ({exc})")
+                self.root = None
+                return None
+        return hmac.new(self._secret, key.encode() + b"\0" + content.encode(), hashlib.sha256).hexdigest()
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
 
     def get(self, key: str) -> VariantRun | None:
-        """A cached variant's run, or None."""
+        """A cached variant's run, or None (absent, or ignored with a note)."""
         if self.root is None or self.fresh:
             return None
         path = self.root / f"{key}.json"
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return None
-        nan = float("nan")
-        fix = lambda items: [{**d, "values": [nan if v is None else v for v in d["values"]]} for d in items]  # noqa: E731
-        return VariantRun(_outs(fix(entry["outs"])), _outs(fix(entry["orig_outs"])), entry["forensics"])
+        except (OSError, UnicodeDecodeError) as exc:  # a directory, a file under a file, unreadable bytes
+            self._note(f"resume cache entry {path} ignored: not a readable file ({type(exc).__name__})")
+            return None
+        try:
+            entry = json.loads(text)
+            content, mac = entry["content"], entry["mac"]
+            expected = self._mac(key, content)
+            if expected is None:
+                return None
+            if not isinstance(mac, str) or not hmac.compare_digest(mac, expected):
+                self._note(f"resume cache entry {path} ignored: it fails authentication (edited, or made under another secret)")
+                return None
+            body = json.loads(content)
+            nan = float("nan")
+            fix = lambda items: [{**d, "values": [nan if v is None else v for v in d["values"]]} for d in items]  # noqa: E731
+            return VariantRun(_outs(fix(body["outs"])), _outs(fix(body["orig_outs"])), body["forensics"])
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            self._note(f"resume cache entry {path} ignored: malformed ({type(exc).__name__})")
+            return None
 
     def put(self, key: str, run: VariantRun) -> None:
         if self.root is None:
             return
-        entry = {"outs": _dicts(run.outputs), "orig_outs": _dicts(run.original_outputs), "forensics": run.forensics}
-        write_text_atomic(self.root / f"{key}.json", to_json_text(entry))
+        content = to_json_text({"outs": _dicts(run.outputs), "orig_outs": _dicts(run.original_outputs), "forensics": run.forensics})
+        mac = self._mac(key, content)
+        if mac is None:
+            return
+        try:
+            write_text_atomic(self.root / f"{key}.json", to_json_text({"mac": mac, "content": content}))
+        except OSError as exc:  # a full disk, or --out/.cache is a file: the audit itself is unaffected
+            self._note(f"resume cache not written under {self.root} ({exc.strerror or exc})")

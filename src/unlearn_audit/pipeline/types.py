@@ -166,3 +166,4 @@ class AuditResult:
     started: float
     resumed: tuple[str, ...]
     executor: dict
+    notes: tuple[str, ...] = ()  # about the run itself, e.g. resume-cache entries ignored

@@ -41,6 +41,9 @@ def render(report: dict, console: Console) -> None:
     for c in report["checks"]:
         if c["status"] in ("FAIL", "INCONCLUSIVE"):
             console.print(f"  {c['status']:<12} {c['variant']:<12} {c['check']:<9} {c['reason']}")
+    resumed = report["run"].get("resumed_variants")
+    if resumed:
+        console.print(f"  read from the resume cache, not recomputed: {', '.join(resumed)}", markup=False)
     colour = {"PASS": "green", "FAIL": "red"}.get(report["verdict"], "yellow")
     console.print(f"[bold {colour}]VERDICT: {report['verdict']}[/] — {report['verdict_reason']}")
 

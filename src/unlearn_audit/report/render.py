@@ -75,6 +75,8 @@ def junit(report: dict, fail_on: str = "inconclusive") -> str:
     (then it is skipped, with the reason); informational checks never fail; skipped variants are skipped."""
     suite = ET.Element("testsuite", name="unlearn-audit", timestamp=_xml(report["run"]["started"]),
                        time=_xml(report["run"]["duration_s"]))
+    props = ET.SubElement(suite, "properties")  # which variants were read from the resume cache, not recomputed
+    ET.SubElement(props, "property", name="resumed_variants", value=_xml(",".join(report["run"].get("resumed_variants", []))))
     counts = {"tests": 0, "failures": 0, "skipped": 0, "errors": 0}
     for c in report["checks"]:
         informational = not c.get("required", True)
