@@ -10,7 +10,7 @@ import sys
 import typer
 
 from . import audit_cmd, demo_cmd, model_cmds, report_cmds  # noqa: F401  (registers the commands, in this order)
-from .common import InputError, _say, app, click_exc, err
+from .common import InputError, app, click_exc, err, say
 
 
 def _quiet_libraries() -> None:
@@ -57,20 +57,20 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as exc:
         code = exc.exit_code
     except click_exc.UsageError as exc:
-        _say(f"error: {exc.format_message()}")
+        say(f"error: {exc.format_message()}")
         code = 2
     except InputError as exc:
-        _say(f"error: {exc}")
+        say(f"error: {exc}")
         code = 2
     except (KeyboardInterrupt, typer.Abort):
-        _say("interrupted")
+        say("interrupted")
         code = 130
     except _Signalled as exc:
-        _say(exc.word)
+        say(exc.word)
         code = exc.code
     except Exception as exc:  # a bug in the tool, not a finding: keep it apart from FAIL (exit 3)
         if debug:
             err.print_exception()
-        _say(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
+        say(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
         code = 3
     sys.exit(code or 0)
