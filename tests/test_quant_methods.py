@@ -140,9 +140,9 @@ def test_pruning_zeroes_exactly_the_requested_fraction(name):
 
 
 def test_noise_is_reproducible_by_seed_and_scaled_to_each_tensor():
+    from unlearn_audit.attacks.perturb import GaussianNoise
     from unlearn_audit.benchmark import tiny
     from unlearn_audit.quantize.base import out_in_weight, quantizable_modules
-    from unlearn_audit.attacks.perturb import GaussianNoise
 
     model = tiny.tiny_llama(300, hidden=64, layers=2, seed=4)
     ckpt = type("C", (), {"model": model})()
@@ -151,3 +151,25 @@ def test_noise_is_reproducible_by_seed_and_scaled_to_each_tensor():
     w = out_in_weight(quantizable_modules(model)[0][1])
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
     assert float((wa - w).std() / w.std()) == pytest.approx(0.05, rel=0.1)
+
+
+def test_calibration_groups_linears_by_their_shared_input_every_time():
+    """q/k/v read one tensor and gate/up another; o_proj and down_proj read their own. Inputs are told
+    apart by address, so a freed activation's reused address must never merge two groups (AWQ's scales
+    would then vary from run to run)."""
+    import torch
+
+    from unlearn_audit.benchmark import tiny
+    from unlearn_audit.quantize.calibration import block_stats, blocks
+
+    model = tiny.tiny_llama(300, hidden=64, layers=2, seed=4).eval()
+    calibration = [list(torch.randint(3, 300, (n,), generator=torch.Generator().manual_seed(n)).tolist()) for n in range(20, 60, 5)]
+    block = blocks(model)[0]
+    seen = set()
+    for _ in range(20):
+        stats = block_stats(model, block, calibration, pad_id=0, batch_size=4)
+        groups = {name.rsplit(".", 1)[-1]: st.group for name, st in stats.items()}
+        assert groups["q_proj"] == groups["k_proj"] == groups["v_proj"] and groups["gate_proj"] == groups["up_proj"]
+        assert len({groups["q_proj"], groups["o_proj"], groups["gate_proj"], groups["down_proj"]}) == 4, groups
+        seen.add(tuple(sorted(groups.items())))
+    assert len(seen) == 1

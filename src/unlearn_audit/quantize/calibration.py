@@ -76,13 +76,17 @@ def block_stats(model: nn.Module, block: Block, calibration: list[list[int]], pa
     """Input statistics of ``block``'s Linears, with every earlier block as it currently is."""
     modules = dict(model.named_modules())
     stats: dict[str, InputStats] = {}
-    current = {"mask": None, "seen": {}}
+    # Linears that read the same input tensor (q, k, v; gate, up) form a group; a tensor is recognised by
+    # its address, so every input seen in a batch is kept alive until the batch ends: a freed activation's
+    # address can be reused by a later one, which would merge unrelated Linears into one group.
+    current = {"mask": None, "seen": {}, "alive": []}
     last = block.names[-1]
 
     def hook(name: str):
         def fn(module, args, output):
             x = args[0]
             key = x.data_ptr()
+            current["alive"].append(x)
             group = current["seen"].setdefault(key, len(current["seen"]))
             x = x.reshape(-1, x.shape[-1])[current["mask"]].to(torch.float64)
             st = stats.get(name)
@@ -100,7 +104,7 @@ def block_stats(model: nn.Module, block: Block, calibration: list[list[int]], pa
     try:
         with torch.inference_mode():
             for ids, mask in _batches(calibration, pad_id, batch_size):
-                current["mask"], current["seen"] = mask.reshape(-1).bool(), {}
+                current["mask"], current["seen"], current["alive"] = mask.reshape(-1).bool(), {}, []
                 try:
                     model(input_ids=ids, attention_mask=mask, use_cache=False)
                 except _Stop:
@@ -108,6 +112,7 @@ def block_stats(model: nn.Module, block: Block, calibration: list[list[int]], pa
     finally:
         for h in handles:
             h.remove()
+        current["alive"].clear()
     return stats
 
 

@@ -42,13 +42,13 @@ SCHEMES: dict[str, Callable[[], Scheme]] = {
     # torchao, the library cross-check for the asymmetric RTN presets.
     **{f"torchao-int{b}-asym": (lambda b=b: TorchAOScheme(b, symmetric=False)) for b in (8, 4, 3, 2)},
     "torchao-int8": lambda: TorchAOScheme(8, symmetric=True),
-    # Recovery attacks beyond quantization (perturb.py): pruning and weight noise.
+    # Recovery attacks beyond quantization (attacks/perturb.py): pruning and weight noise.
     **{f"prune-magnitude-{p}": (lambda p=p: MagnitudePrune(p)) for p in (10, 20, 30)},
     **{f"prune-layer-{p}": (lambda p=p: MagnitudePrune(p, per_layer=True)) for p in (10, 20, 30)},
     **{f"noise-{s:g}": (lambda s=s: GaussianNoise(s)) for s in (0.01, 0.05)},
-    # The relearning attack (relearn.py): a few steps on public in-domain text, never the forget set.
+    # The relearning attack (attacks/relearn.py): a few steps on public in-domain text, never the forget set.
     **{f"relearn-{n}": (lambda n=n: Relearn(n)) for n in (10, 25, 50)},
-    # A quantized model republished as fp16 (republish.py).
+    # A quantized model republished as fp16 (attacks/republish.py).
     "dequant-requant-gguf-q4_0": lambda: Republished(GGMLScheme("q4_0")),
     "dequant-requant-gptq-int4": lambda: Republished(GPTQScheme(4, 128)),
     # llama.cpp's block formats through gguf.quants.
