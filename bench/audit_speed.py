@@ -37,7 +37,7 @@ from unlearn_audit.benchmark.scenario import cache_root
 from unlearn_audit.data import QASet, TextSet
 from unlearn_audit.machine import usable_cpus
 from unlearn_audit.models.base import TokenScores
-from unlearn_audit.models.hf import POSITIONS, HFModel, _strip_after_eos
+from unlearn_audit.models.hf import POSITIONS, HFModel, strip_after_eos
 from unlearn_audit.models.loading import load_checkpoint
 from unlearn_audit.pipeline.types import AuditConfig, AuditData
 from unlearn_audit.pipeline.workload import build_workload
@@ -63,7 +63,7 @@ def _data(n: int) -> AuditData:
 def _generate_one(model, tok, prompt, max_new):
     out = model.generate(torch.tensor([list(prompt)]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                          do_sample=False, max_new_tokens=max_new, pad_token_id=tok.pad_token_id)
-    return _strip_after_eos(out[0, len(prompt):].tolist(), tok.eos_token_id, tok.pad_token_id)
+    return strip_after_eos(out[0, len(prompt):].tolist(), tok.eos_token_id, tok.pad_token_id)
 
 
 def _forward_one(model, ids):

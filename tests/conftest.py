@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from unlearn_audit.benchmark import bios, tiny, training
+from unlearn_audit.models.batch import encode
 from unlearn_audit.models.loading import write_checkpoint
 
 N_PER_SET = 48
@@ -28,7 +29,7 @@ def bench(tmp_path_factory) -> dict[str, Path]:
     def train(texts: list[str], name: str) -> Path:
         model = tiny.tiny_llama(len(tok), seed=0)
         qa_text = [f"Question: {q}\nAnswer: {a}" for s in ("retain",) for q, a in split.qa[s]]
-        seqs = training.encode(tok, texts + qa_text)
+        seqs = encode(tok, texts + qa_text)
         training.finetune(model, seqs, tok.pad_token_id, lr=3e-3, epochs=30, batch_size=16, warmup=10)
         return write_checkpoint(model, tok, root / name)
 

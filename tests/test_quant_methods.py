@@ -97,10 +97,10 @@ def test_awq_search_never_loses_to_rtn_on_its_objective():
 @pytest.mark.parametrize("bits", [2, 4, 8])
 def test_asymmetric_rtn_is_bit_identical_to_torchao(bits):
     pytest.importorskip("torchao")
-    from unlearn_audit.quantize.ao import _config, torchao_dequantized
+    from unlearn_audit.quantize.ao import ao_config, torchao_dequantized
 
     w = torch.randn(64, 320, generator=torch.Generator().manual_seed(bits)) * 0.03  # 320 = 2 x 128 + 64
-    assert torch.equal(torchao_dequantized(w, _config(bits, symmetric=False)), rtn_quantize(w, bits, 128, symmetric=False))
+    assert torch.equal(torchao_dequantized(w, ao_config(bits, symmetric=False)), rtn_quantize(w, bits, 128, symmetric=False))
 
 
 def test_library_backend_swaps_in_twins_and_skips_with_a_reason():

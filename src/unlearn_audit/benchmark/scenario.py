@@ -32,6 +32,7 @@ import torch
 from ..data import load_qa, load_texts
 from ..errors import InputError
 from ..machine import usable_cpus
+from ..models.batch import encode
 from ..models.loading import write_checkpoint
 from ..quantize.registry import DEFAULT_SCHEMES
 from ..remediate.unlearn import UnlearnConfig, unlearn
@@ -139,7 +140,7 @@ def build_models(
     def finetune_on(names: list[str], what: str) -> Callable[[Path], None]:
         def make(out: Path) -> None:
             model, tok = _load(base)
-            seqs = training.encode(tok, [t for n in names for t in texts[n]])
+            seqs = encode(tok, [t for n in names for t in texts[n]])
             training.finetune(model, seqs, tok.pad_token_id, lr=recipe.target_lr, epochs=recipe.target_epochs,
                               batch_size=recipe.finetune_batch, seed=recipe.seed, on_step=progress(what))
             write_checkpoint(model, tok, out)
@@ -150,7 +151,7 @@ def build_models(
 
     def make_unlearned(out: Path) -> None:
         model, tok = _load(target)
-        f, r = training.encode(tok, texts["forget"]), training.encode(tok, texts["retain"])
+        f, r = encode(tok, texts["forget"]), encode(tok, texts["retain"])
         cfg = UnlearnConfig("ga_gdr", lr=recipe.unlearn_lr, steps=recipe.unlearn_steps,
                             batch_size=recipe.unlearn_batch, alpha=recipe.unlearn_alpha, seed=recipe.seed)
         unlearn(model, f, r, tok.pad_token_id, cfg, on_step=progress("unlearning"))

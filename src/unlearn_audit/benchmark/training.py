@@ -10,9 +10,7 @@ from typing import Callable
 
 import torch
 
-# ``encode`` lives next to the batch builder; it is imported here too because the demo scenario and the
-# test fixtures call it as ``training.encode``.
-from ..models.batch import encode, make_batch  # noqa: F401
+from ..models.batch import make_batch
 from ..remediate.losses import cross_entropy
 
 

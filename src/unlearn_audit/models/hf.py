@@ -126,7 +126,7 @@ class HFModel:
             )
         for row, i in enumerate(batch):
             new = generated[row, width:].tolist()[: max_new_tokens[i]]
-            out[i] = _strip_after_eos(new, self.tokenizer.eos_token_id, self.pad_id)
+            out[i] = strip_after_eos(new, self.tokenizer.eos_token_id, self.pad_id)
 
 
 @contextmanager
@@ -148,7 +148,7 @@ def _own_generation_config(model: PreTrainedModel):
         model.generation_config = loaded
 
 
-def _strip_after_eos(ids: list[int], eos: int | None, pad: int) -> list[int]:
+def strip_after_eos(ids: list[int], eos: int | None, pad: int) -> list[int]:
     """Drop the EOS and whatever generate padded after a finished row."""
     for j, tok in enumerate(ids):
         if tok == eos:

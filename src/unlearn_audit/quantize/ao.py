@@ -23,7 +23,7 @@ from ..versions import installed_version
 from .base import Scheme, SchemeUnavailable, fake_quantize
 
 
-def _config(bits: int, symmetric: bool):
+def ao_config(bits: int, symmetric: bool):
     try:
         from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig
         from torchao.quantization.granularity import PerGroup
@@ -62,7 +62,7 @@ class TorchAOScheme(Scheme):
                 "skipped_modules": "lm_head (output embeddings) and embeddings"}
 
     def build(self, checkpoint, calibration=None):
-        config = _config(self.bits, self.symmetric)
+        config = ao_config(self.bits, self.symmetric)
         model = copy.deepcopy(checkpoint.model)
         fake_quantize(model, lambda w: torchao_dequantized(w, config))
         return model
