@@ -151,3 +151,28 @@ def test_ctrl_c_during_an_audit_exits_130_without_a_report(bench, tmp_path):
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 130 and err.strip().endswith("unlearn-audit: interrupted")
     assert not (out / "report.json").exists()
+
+
+def test_a_data_set_read_from_a_pipe_is_hashed_as_read_not_reported_as_changed(bench, tmp_path, capsys):
+    """``--forget <(cat forget.jsonl)``: the pipe cannot be re-read at the end, which is not a change."""
+    import threading
+
+    fifo = tmp_path / "forget.fifo"
+    os.mkfifo(fifo)
+    content = bench["forget"].read_bytes()
+
+    def writer():
+        with open(fifo, "wb") as fh:
+            fh.write(content)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    args = ["audit", bench["memoriser"], "--forget", fifo, "--holdout", bench["holdout"], "--schemes", "fp32",
+            "--out", tmp_path / "out", "--format", "json"]
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    thread.join(timeout=10)
+    report = json.loads(capsys.readouterr().out)
+    assert exc.value.code == 1 and report["verdict"] == "FAIL" and not report["findings"]
+    assert report["inputs"]["forget"]["sha256"] == __import__("hashlib").sha256(content).hexdigest()
+    assert any("not a regular file (a pipe)" in n for n in report["config"]["notes"])

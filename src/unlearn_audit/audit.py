@@ -139,10 +139,11 @@ def run_variants(schemes: list, models: Models, original_dir: str | None, data: 
     return Collected(tuple(variants), tuple(results), tuple(samples), evidence, weights, tuple(resumed), tuple(findings))
 
 
-def input_findings(models: Models, data: AuditData, reference: stats.Reference) -> list[str]:
-    """Facts about the inputs themselves: no policy can turn them into PASS or FAIL (re-judging keeps them)."""
+def input_findings(models: Models, data: AuditData, reference: stats.Reference) -> tuple[list[str], list[str]]:
+    """Facts about the inputs themselves: no policy can turn them into PASS or FAIL (re-judging keeps them);
+    and notes on inputs that could not be re-checked."""
     findings = []
-    changed = changed_inputs(data, models.all())
+    changed, notes = changed_inputs(data, models.all())
     if changed:  # the evidence no longer describes the files on disk
         findings.append(f"input changed during the audit: {', '.join(changed)}")
     for m in models.all():  # a model with NaN or Inf weights gives outputs (or a baseline) that mean nothing
@@ -153,7 +154,7 @@ def input_findings(models: Models, data: AuditData, reference: stats.Reference) 
     if reference.forget is not None:
         bad = nonfinite_scores("reference", "reference", {("mink", "forget", "ref"): reference.forget, ("mink", "holdout", "ref"): reference.holdout})
         findings += [bad] if bad else []
-    return findings
+    return findings, notes
 
 
 def run_audit(
@@ -192,11 +193,12 @@ def run_audit(
 
     got = run_variants(schemes, models, original_dir, data, work, cfg, reference, cache, executor, on_step, timings)
     checks, verdict, reason = judge(list(got.results), list(got.variants), cfg.policy)
-    findings = input_findings(models, data, reference) + list(got.findings)
+    findings, notes = input_findings(models, data, reference)
+    findings += got.findings
     if findings:
         verdict, reason = INCONCLUSIVE, findings[0]
     return build_report(AuditResult(
         models.ckpt, models.original, models.reference, data, cfg, tuple(schemes), work, reference_info, got.variants,
         got.results, tuple(checks), verdict, reason, got.samples, got.evidence, got.forensics, tuple(findings), timings,
-        started, got.resumed, executor.describe(), tuple(cache.notes),
+        started, got.resumed, executor.describe(), (*cache.notes, *notes),
     ))

@@ -32,12 +32,18 @@ def current_sha256(path: str) -> str | None:
     return sha256_file(p) if p.is_file() else None
 
 
-def changed_inputs(data: AuditData, models: list) -> list[str]:
-    """Files whose sha256 differs now from when they were read at the start (the report's hashes)."""
-    changed = []
+def changed_inputs(data: AuditData, models: list) -> tuple[list[str], list[str]]:
+    """Files whose sha256 differs now from when they were read at the start (the report's hashes), and
+    notes on inputs that cannot be read twice: a pipe (``--forget <(cat f.jsonl)``) was hashed as it was
+    read, and that hash stands."""
+    changed, notes = [], []
     for ts in vars(data).values():
         # "-": built in memory (the benchmark script), no file behind it; ``source`` is a record, not a set
         if getattr(ts, "sha256", "-") == "-":
+            continue
+        p = Path(ts.path)
+        if "*" not in p.name and p.exists() and not p.is_file():
+            notes.append(f"{ts.path}: not a regular file (a pipe); its sha256 is of the bytes read, which cannot be re-read to check")
             continue
         now = current_sha256(ts.path)
         if now is None:
@@ -50,4 +56,4 @@ def changed_inputs(data: AuditData, models: list) -> list[str]:
         for f, digest in files.items():
             if not f.is_file() or sha256_file(f) != digest:
                 changed.append(str(f))
-    return changed
+    return changed, notes
