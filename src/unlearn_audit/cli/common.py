@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ..errors import InputError
 
@@ -59,8 +60,8 @@ class Steps:
         return self
 
     def __call__(self, text: str) -> None:
-        if self.status:
-            self.status.update(text)
+        if self.status:  # a stage can name a path: shown as plain text, never parsed as rich markup
+            self.status.update(Text(text))
 
     def __exit__(self, *exc):
         if self.status:
@@ -95,7 +96,7 @@ def emit(report: dict, fmt: OutputFormat, out: Optional[Path], fail_on: FailOn =
     else:
         render(report, stdout_console())
         if out is not None:
-            err.print(f"report written to {out / 'report.json'} (and report.html, samples.jsonl)")
+            say(f"report written to {out / 'report.json'} (and report.html, samples.jsonl)")
     return exit_code(report["verdict"], fail_on)
 
 
@@ -176,5 +177,6 @@ def check_percentile(p: float) -> None:
 
 
 def say(message: str) -> None:
-    """One unwrapped line on stderr (rich would wrap long paths onto several lines)."""
+    """One unwrapped line on stderr (rich would wrap long paths onto several lines, and read a ``[bold]`` or
+    ``[/]`` in a path as markup). Every message that can hold a path or user text goes through here."""
     sys.stderr.write("unlearn-audit: " + " ".join(message.split()) + "\n")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import ENV, InputError, OutputFormat, Steps, app, check_out, check_percentile, emit, err, stdout_console, write_outputs
+from .common import ENV, InputError, OutputFormat, Steps, app, check_out, check_percentile, emit, err, say, stdout_console, write_outputs
 
 
 @app.command()
@@ -35,5 +35,5 @@ def demo(
     if after is not None:
         write_outputs(out / "remediated", after)
         render_comparison(report, after, err if fmt == OutputFormat.json else stdout_console(), ("GA_GDR (unlearned)", "SURE"))
-        err.print(f"remediated report written to {out / 'remediated' / 'report.json'}")
-    err.print(f"demo finished: verdict {report['verdict']} (see {out / 'report.json'})")
+        say(f"remediated report written to {out / 'remediated' / 'report.json'}")
+    say(f"demo finished: verdict {report['verdict']} (see {out / 'report.json'})")

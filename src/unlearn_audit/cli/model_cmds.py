@@ -38,7 +38,7 @@ def quantize(
     except SchemeUnavailable as exc:
         raise InputError(f"scheme {scheme}: {exc}") from None
     write_checkpoint(model, ckpt.tokenizer, out)
-    err.print(f"wrote {s.name} checkpoint to {out}")
+    say(f"wrote {s.name} checkpoint to {out}")
 
 
 class _TrainingBar:
@@ -108,8 +108,8 @@ def unlearn_command(
         record = run_unlearning(start, reference, f, r, cfg, SureConfig(saliency_percentile, per_layer) if sure else None,
                                 out, max_length, on_step=bar)
     if record["sure"]:
-        err.print(f"SURE selected {len(record['sure']['selected'])} of {len(record['sure']['scores'])} units")
-    err.print(f"wrote {out} (see {out / 'unlearning.json'})")
+        say(f"SURE selected {len(record['sure']['selected'])} of {len(record['sure']['scores'])} units")
+    say(f"wrote {out} (see {out / 'unlearning.json'})")
 
 
 @app.command()
@@ -163,7 +163,7 @@ def remediate(
     with _TrainingBar(f"remediating ({cfg.method}{' + SURE' if sure else ''})") as bar:
         run_unlearning(start, ref, f, r, cfg, SureConfig(saliency_percentile, per_layer) if sure else None,
                        out / "model", max_length, on_step=bar)
-    err.print(f"wrote {out / 'model'}")
+    say(f"wrote {out / 'model'}")
     if not verify:
         return
     del start, ref

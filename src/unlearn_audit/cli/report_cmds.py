@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..report.render import ReportFormat
-from .common import ENV, FailOn, InputError, OutputFormat, app, check_out, err, exit_code, load_policy, stdout_console
+from .common import ENV, FailOn, InputError, OutputFormat, app, check_out, exit_code, load_policy, say, stdout_console
 
 
 @app.command("report")
@@ -36,7 +36,7 @@ def report_command(
         sys.stdout.write(text)
     else:
         write_text_atomic(output, text)
-        err.print(f"wrote {output} ({fmt}): verdict {report['verdict']}")
+        say(f"wrote {output} ({fmt.value}): verdict {report['verdict']}")
     raise typer.Exit(exit_code(report["verdict"], fail_on))
 
 
