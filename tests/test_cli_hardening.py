@@ -1,6 +1,7 @@
 """Hardening of the command line: odd paths, outputs that would overwrite inputs, tampered reports,
 short-context models, one-line warnings and leftover merged copies."""
 
+import shutil
 
 import pytest
 
@@ -52,3 +53,36 @@ def test_markup_in_the_report_output_path(weird_audit, tmp_path, capsys):
     rcode, err = run(["report", out / "report.json", "--format", "md", "-o", target], capsys)
     assert rcode == code, err
     assert target.is_file() and str(target) in err
+
+
+# 2. outputs that would overwrite inputs
+
+def test_report_output_equal_to_its_input_is_refused(weird_audit, tmp_path, capsys):
+    _, out = weird_audit
+    copy = tmp_path / "report.json"
+    shutil.copy(out / "report.json", copy)
+    before = copy.read_bytes()
+    one_line_error(*run(["report", copy, "-o", copy], capsys), "report.json", "input")
+    one_line_error(*run(["report", copy, "-o", tmp_path / "." / "report.json"], capsys), "input")
+    assert copy.read_bytes() == before
+
+
+@pytest.mark.parametrize("inside", ["config.json", "model.safetensors", "new.json"])
+def test_diff_out_inside_a_compared_checkpoint_is_refused(bench, tmp_path, capsys, inside):
+    a, b = tmp_path / "A", tmp_path / "B"
+    shutil.copytree(bench["clean"], a)
+    shutil.copytree(bench["memoriser"], b)
+    before = {p.name: p.read_bytes() for p in b.iterdir()}
+    one_line_error(*run(["diff", a, b, "--schemes", "rtn-int8", "--out", b / inside], capsys), "--out", str(b))
+    assert {p.name: p.read_bytes() for p in b.iterdir()} == before
+
+
+def test_audit_out_equal_to_an_input_is_refused(bench, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(bench["clean"], model)
+    before = sorted(p.name for p in model.iterdir())
+    one_line_error(*run(audit_args(bench, model, "--out", model), capsys), "--out", "MODEL_DIR")
+    one_line_error(*run(audit_args(bench, model, "--out", tmp_path / "." / "model"), capsys), "MODEL_DIR")
+    one_line_error(*run(audit_args(bench, model, "--reference", bench["clean"], "--out", bench["clean"]), capsys), "--reference")
+    one_line_error(*run(audit_args(bench, model, "--out", bench["forget"]), capsys), "--out")
+    assert sorted(p.name for p in model.iterdir()) == before

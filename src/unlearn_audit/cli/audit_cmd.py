@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..quantize.registry import DEFAULT_SCHEMES
-from .common import ENV, FailOn, InputError, OutputFormat, Steps, app, audit_config, check_out, emit
+from .common import ENV, FailOn, InputError, OutputFormat, Steps, app, audit_config, check_not_input, check_out, emit
 
 
 @app.command()
@@ -59,6 +59,11 @@ def audit(
     from ..pipeline.types import AuditData
 
     check_out(out)
+    check_not_input(out, "--out", {"MODEL_DIR": model_dir, "--original": original, "--reference": reference, "--adapter": adapter,
+                                   "--muse": muse, "--forget": forget, "--holdout": holdout, "--retain": retain,
+                                   "--forget-qa": forget_qa, "--retain-qa": retain_qa, "--holdout-qa": holdout_qa, "--icl": icl,
+                                   "--calibration": calibration, "--relearn-data": relearn_data},
+                    writes=("report.json", "report.html", "samples.jsonl"))
     jobs = get_executor(executor, ray_address)
     cfg = audit_config(schemes, backend, policy, device, dtype, remote=executor != "local", seed=seed, batch_size=batch_size,
                        muse_strict=muse_strict, reference_auc=reference_auc, allow_pickle=allow_pickle, limit=limit)

@@ -171,6 +171,24 @@ def check_out(out: Optional[Path], file: bool = False, flag: str = "--out") -> N
         raise InputError(f"{out}: {flag} is not writable ({exc.strerror or exc})") from None
 
 
+def check_not_input(out: Optional[Path], flag: str, inputs: dict[str, Optional[Path]], inside: bool = False,
+                    writes: tuple[str, ...] = ()) -> None:
+    """Refuse an output that would overwrite an input. ``inputs`` maps how each input is named to its path;
+    ``out`` is refused when it is one of them, or, with ``inside``, when it lies inside an input directory;
+    ``writes`` are the file names written under an output directory, each refused when it is an input.
+    Paths are compared resolved, so ``./x``, ``a/../x`` and symlinks count as the same place."""
+    if out is None:
+        return
+    given = {name: path.resolve() for name, path in inputs.items() if path is not None}
+    for target in (out, *(out / name for name in writes)):
+        resolved = target.resolve()
+        for name, where in given.items():
+            if resolved == where:
+                raise InputError(f"{target}: {flag} would overwrite the input {name} ({inputs[name]}); choose another path")
+            if inside and where.is_dir() and where in resolved.parents:
+                raise InputError(f"{target}: {flag} lies inside the input {name} ({inputs[name]}) and would change it; choose another path")
+
+
 def check_percentile(p: float) -> None:
     if not 0 < p < 100:
         raise InputError(f"--saliency-percentile must be between 0 and 100 (the paper uses 90, 95 or 99), got {p}")

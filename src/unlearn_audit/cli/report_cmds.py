@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..report.render import ReportFormat
-from .common import ENV, FailOn, InputError, OutputFormat, app, check_out, exit_code, load_policy, say, stdout_console
+from .common import ENV, FailOn, InputError, OutputFormat, app, check_not_input, check_out, exit_code, load_policy, say, stdout_console
 
 
 @app.command("report")
@@ -27,6 +27,7 @@ def report_command(
     from ..report.write import write_text_atomic
 
     check_out(output, file=True, flag="--output")
+    check_not_input(output, "--output", {"REPORT_JSON": report_json})
     report = load_report(report_json)
     if policy is not None:
         pol, source = load_policy(policy)
@@ -65,6 +66,7 @@ def diff_command(
     if out is not None and out.is_dir():
         raise InputError(f"{out}: --out must be a file path for diff")
     check_out(out, file=True)
+    check_not_input(out, "--out", {"ORIGINAL_DIR": original_dir, "UNLEARNED_DIR": other_dir}, inside=True)
     result = diff(original_dir, other_dir, parse_schemes(schemes))
     if out is not None:
         write_json_atomic(out, result)
