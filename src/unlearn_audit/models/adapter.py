@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..data import sha256_file
 from ..errors import InputError
-from .loading import Checkpoint, _refused_global, read_dir_config, write_checkpoint
+from .loading import Checkpoint, read_dir_config, refused_global, write_checkpoint
 
 WEIGHTS = "adapter_model.safetensors"
 PICKLE = "adapter_model.bin"
@@ -89,7 +89,7 @@ def _weights(path: Path) -> tuple[dict, str]:
     try:
         weights = torch.load(path / PICKLE, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # weights_only refused a global: the file asks to run code
-        raise InputError(f"{path / PICKLE}: refusing the pickle weights: {_refused_global(exc)}; weights_only loading accepts "
+        raise InputError(f"{path / PICKLE}: refusing the pickle weights: {refused_global(exc)}; weights_only loading accepts "
                          "tensors and plain containers only") from None
     except Exception as exc:
         raise InputError(f"{path / PICKLE}: unreadable pickle weights ({_first_line(exc)})") from None

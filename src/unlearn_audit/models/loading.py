@@ -80,7 +80,7 @@ def read_dir_config(path: Path, role: str, kind: str, name: str) -> dict:
     return config
 
 
-def _check_directory(path: Path, role: str, allow_pickle: bool = False, pickle_flag: bool = True) -> dict:
+def check_directory(path: Path, role: str, allow_pickle: bool = False, pickle_flag: bool = True) -> dict:
     """The directory's config, or a one-line error; ``pickle_flag`` says whether the command offers --allow-pickle."""
     config = read_dir_config(path, role, "a Hugging Face model directory", "config.json")
     config_file = path / "config.json"
@@ -109,7 +109,7 @@ def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu", 
     """Load a local causal-LM directory (safetensors only unless ``allow_pickle``, no remote code) in float32.
     Safetensors are preferred whenever a directory has them, flag or not."""
     p = Path(path)
-    _check_directory(p, role, allow_pickle)
+    check_directory(p, role, allow_pickle)
     pickled = not list(p.glob("*.safetensors"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True, trust_remote_code=False)
@@ -126,7 +126,7 @@ def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu", 
                 dtype=torch.float32,
             ).to(device)
     except pickle.UnpicklingError as exc:  # weights_only refused a global: the file asks to run code
-        raise InputError(f"{p}: refusing the pickle weights: {_refused_global(exc)}; weights_only loading accepts "
+        raise InputError(f"{p}: refusing the pickle weights: {refused_global(exc)}; weights_only loading accepts "
                          "tensors and plain containers only") from None
     # What a corrupt, truncated or mismatched checkpoint raises; anything else is a bug and propagates
     # (the CLI exits 3 on it). Checked against truncated, garbled and mis-sized files:
@@ -170,7 +170,7 @@ def write_checkpoint(model, tokenizer, out: Path, extra: dict[str, str] | None =
     return out
 
 
-def _refused_global(exc: BaseException) -> str:
+def refused_global(exc: BaseException) -> str:
     """What torch's weights-only unpickler refused, e.g. "it references exec", from its long message."""
     match = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
     if match:

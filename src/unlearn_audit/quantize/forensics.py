@@ -153,10 +153,10 @@ def checkpoint_pairs(original_dir: Path, other_dir: Path, stats: dict) -> Iterat
     from transformers.pytorch_utils import Conv1D
 
     from ..errors import InputError
-    from ..models.loading import _check_directory
+    from ..models.loading import check_directory
 
-    _check_directory(original_dir, "original", pickle_flag=False)  # diff streams safetensors only
-    _check_directory(other_dir, "unlearned", pickle_flag=False)
+    check_directory(original_dir, "original", pickle_flag=False)  # diff streams safetensors only
+    check_directory(other_dir, "unlearned", pickle_flag=False)
     config = AutoConfig.from_pretrained(original_dir, local_files_only=True, trust_remote_code=False)
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
