@@ -1,11 +1,20 @@
-"""Loading a checkpoint someone else made, without ever executing it.
+"""Loading a checkpoint someone else made, without ever executing it, from exactly the files it hashes.
 
 Only safetensors weights are read by default (a pickle ``.bin``/``.pt`` can run arbitrary code on
-load), and ``trust_remote_code`` is never passed: a config that asks for custom code (``auto_map``) is
-refused rather than silently loaded with a built-in class it may not match. Every load passes
-``local_files_only=True``, so a typo in a path can never turn into a download.
+load), and ``trust_remote_code`` is never passed: a config or tokenizer config that asks for custom code
+(``auto_map``) is refused rather than silently loaded with a built-in class it may not match. Every load
+passes ``local_files_only=True``, so a typo in a path can never turn into a download.
 
-``allow_pickle=True`` (``--allow-pickle``) reads a checkpoint that has only pickle weights, through
+The tool, not transformers, decides which weight files are read: ``model.safetensors.index.json`` and
+the shards it names (plain file names inside the directory), or the one ``*.safetensors`` file. A stray
+or ambiguous weight file is refused, and every file read is hashed into the report, so what the report
+certifies is what was audited. The model is built empty from config.json and filled tensor by tensor;
+a tensor the model expects and the files lack (or the reverse, or a different shape) is refused, never
+left randomly initialised. Names and shapes are compared from the safetensors headers before any
+weight is allocated.
+
+``allow_pickle=True`` (``--allow-pickle``) reads a checkpoint that has only pickle weights
+(``pytorch_model.bin``, or the shards ``pytorch_model.bin.index.json`` names), through
 ``torch.load(weights_only=True)``: the unpickler then builds tensors and plain containers only, and a
 pickle that names any other callable (the ``__reduce__`` trick) is refused before anything runs.
 """
@@ -23,20 +32,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
+    GenerationConfig,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.initialization import no_init_weights
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from ..data import sha256_file
-from ..errors import InputError
+from ..errors import InputError, parse
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PICKLE_WEIGHTS, PICKLE_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
+NAMED = 5  # at most this many tensor names in one error line
 
 
 @dataclass
@@ -80,77 +96,364 @@ def read_dir_config(path: Path, role: str, kind: str, name: str) -> dict:
     return config
 
 
+@dataclass(frozen=True)
+class WeightFiles:
+    """The weight files a load reads, as the tool chose them (never transformers): the shards, and the
+    index that named them, if any."""
+
+    format: str  # "safetensors" or "pickle"
+    shards: tuple[Path, ...]
+    index: Path | None = None
+
+    @property
+    def read(self) -> tuple[Path, ...]:
+        """Every file the weights are read from; the report hashes exactly these."""
+        return ((self.index,) if self.index else ()) + self.shards
+
+
 def check_directory(path: Path, role: str, allow_pickle: bool = False, pickle_flag: bool = True) -> dict:
-    """The directory's config, or a one-line error; ``pickle_flag`` says whether the command offers --allow-pickle."""
+    """The directory's config, or a one-line error; ``pickle_flag`` says whether the command offers --allow-pickle.
+    Its weight files are chosen and checked as ``load_checkpoint`` would (``weight_files``)."""
+    return _inspect(path, role, allow_pickle, pickle_flag)[0]
+
+
+def _inspect(path: Path, role: str, allow_pickle: bool, pickle_flag: bool) -> tuple[dict, WeightFiles]:
     config = read_dir_config(path, role, "a Hugging Face model directory", "config.json")
     config_file = path / "config.json"
     if "auto_map" in config:
-        raise InputError(
-            f"{config_file}: declares custom code (auto_map); refusing to load it, since that would "
-            "execute code shipped with the checkpoint"
-        )
+        raise _custom_code(config_file)
     if config.get("model_type") not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise InputError(f"{config_file}: model_type {config.get('model_type')!r} is not a causal language model")
-    if not list(path.glob("*.safetensors")):
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickles and not allow_pickle:
-            hint = ", or pass --allow-pickle to read them with torch.load(weights_only=True)" if pickle_flag else ""
-            raise InputError(
-                f"{path}: only pickle weights ({', '.join(pickles)}); they can execute code when loaded. "
-                f"Convert them to safetensors first{hint}"
-            )
-        if pickles:
-            return config
+    return config, weight_files(path, allow_pickle, pickle_flag)
+
+
+def _custom_code(config_file: Path) -> InputError:
+    return InputError(f"{config_file}: declares custom code (auto_map); refusing to load it, since that would "
+                      "execute code shipped with the checkpoint")
+
+
+def weight_files(path: Path, allow_pickle: bool = False, pickle_flag: bool = True) -> WeightFiles:
+    """The files the weights are read from: the shards ``model.safetensors.index.json`` names, or the one
+    ``*.safetensors`` file; with ``allow_pickle`` and no safetensors, ``pytorch_model.bin`` (or the shards
+    of its index). Safetensors are preferred whenever a directory has them, flag or not. A directory whose
+    weight files are ambiguous (several without an index, one the index does not name) is refused: some
+    other tool could read the file this audit did not."""
+    found = sorted(path.glob("*.safetensors"))
+    if (path / SAFETENSORS_INDEX).exists():
+        return _indexed(path, "safetensors", SAFETENSORS_INDEX, found)
+    if len(found) > 1:
+        raise InputError(f"{path}: several .safetensors files ({_names(found)}) and no {SAFETENSORS_INDEX} "
+                         "to say which hold the weights")
+    if found:
+        return WeightFiles("safetensors", (_inside(path, found[0].name, path),))
+    pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not pickles:
         raise InputError(f"{path}: no .safetensors weight files")
-    return config
+    if not allow_pickle:
+        hint = ", or pass --allow-pickle to read them with torch.load(weights_only=True)" if pickle_flag else ""
+        raise InputError(
+            f"{path}: only pickle weights ({_names(pickles)}); they can execute code when loaded. "
+            f"Convert them to safetensors first{hint}"
+        )
+    # Other pickle files are not weights (a Trainer's training_args.bin): nothing reads them, nothing hashes them.
+    if (path / PICKLE_INDEX).exists():
+        return _indexed(path, "pickle", PICKLE_INDEX, [])
+    if (path / PICKLE_WEIGHTS).exists():
+        return WeightFiles("pickle", (_inside(path, PICKLE_WEIGHTS, path),))
+    if len(pickles) == 1:
+        return WeightFiles("pickle", (_inside(path, pickles[0].name, path),))
+    raise InputError(f"{path}: several pickle files ({_names(pickles)}) and neither {PICKLE_WEIGHTS} nor "
+                     f"{PICKLE_INDEX} to say which hold the weights")
+
+
+def _indexed(path: Path, fmt: str, name: str, present: list[Path]) -> WeightFiles:
+    """The shards an index names, each a plain file name inside ``path``; ``present`` are the directory's
+    files of that format, every one of which the index must name."""
+    index = _inside(path, name, path)
+    try:
+        text = index.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{index}: not UTF-8") from None
+    except OSError as exc:
+        raise InputError(f"{index}: unreadable ({exc.strerror or type(exc).__name__})") from None
+    data = parse(text, str(index))
+    if not isinstance(data, dict):
+        raise InputError(f"{index}: expected a JSON object")
+    if "weight_map" not in data:
+        raise InputError(f"{index}: no weight_map; not a weight index")
+    weight_map = data["weight_map"]
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+        raise InputError(f"{index}: weight_map must map tensor names to shard file names")
+    shards = tuple(_inside(path, shard, index) for shard in sorted(set(weight_map.values())))
+    stray = [f for f in present if f.name not in {s.name for s in shards}]
+    if stray:
+        raise InputError(f"{path}: {_names(stray)} not named by {name}; refusing a directory whose weight files "
+                         "are ambiguous")
+    return WeightFiles(fmt, shards, index)
+
+
+def _inside(path: Path, name: str, named_by: Path) -> Path:
+    """``path / name``, where ``name`` must be a plain file name and the file must lie in ``path`` itself:
+    no ``..``, no subfolder, no absolute path, no link that leads elsewhere."""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise InputError(f"{named_by}: {name!r} is not a plain file name; weight files must lie inside {path}")
+    file = path / name
+    try:
+        if not file.is_file():
+            raise InputError(f"{named_by}: weight file {name!r} is missing or not a file")
+        target = file.resolve()
+        inside = target.parent == path.resolve()
+    except (OSError, RuntimeError) as exc:  # a name too long for the file system; a loop of links
+        raise InputError(f"{named_by}: weight file {name!r} is unusable ({_first_line(exc)})") from None
+    if not inside:
+        raise InputError(f"{named_by}: weight file {name!r} is a link to {target}; weight files must lie inside {path}")
+    return file
+
+
+def _names(files: list[Path]) -> str:
+    return ", ".join(f.name for f in files)
+
+
+def _few(keys: list[str]) -> str:
+    more = f" and {len(keys) - NAMED} more" if len(keys) > NAMED else ""
+    return ", ".join(keys[:NAMED]) + more
+
+
+def _refuse_tokenizer_code(path: Path) -> None:
+    """A tokenizer_config.json that declares custom code is refused like config.json's (transformers
+    would otherwise fall back to a built-in tokenizer class the checkpoint may not have been made with)."""
+    file = path / "tokenizer_config.json"
+    if not file.is_file():
+        return
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{file}: not UTF-8") from None
+    config = parse(text, str(file))
+    if isinstance(config, dict) and "auto_map" in config:
+        raise _custom_code(file)
+
+
+# What transformers raises for a config.json it cannot turn into a model, all bad input: KeyError for an
+# unknown hidden_act or rope_type; StrictDataclassError for a field of the wrong type or an inconsistent
+# architecture; ValueError for other values it refuses; TypeError, RuntimeError and OverflowError when a
+# value reaches a layer's constructor (a negative or absurd size). Only config parsing and the build on the
+# meta device are covered: the real build comes after the weights were checked against that one.
+_CONFIG_ERRORS = (KeyError, ValueError, TypeError, RuntimeError, OverflowError, StrictDataclassError)
+
+
+def _model_config(path: Path) -> PretrainedConfig:
+    try:
+        return AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    except (OSError, *_CONFIG_ERRORS) as exc:
+        raise InputError(f"{path / 'config.json'}: transformers cannot read it ({type(exc).__name__}: "
+                         f"{_first_line(exc)})") from None
+
+
+def _build(path: Path, config: PretrainedConfig, meta: bool) -> PreTrainedModel:
+    """The model config.json describes, with no weights: on the meta device (no memory), or on the CPU
+    left uninitialised, to be filled from the weight files. Built the same way both times, so that both
+    tie the same tensors (``no_init_weights`` also skips the tying, hence ``tie_weights``)."""
+    try:
+        with torch.device("meta" if meta else "cpu"), no_init_weights():
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, dtype=torch.float32)
+    except _CONFIG_ERRORS as exc:
+        if not meta:
+            raise
+        raise InputError(f"{path / 'config.json'}: transformers cannot build a model from it ({type(exc).__name__}: "
+                         f"{_first_line(exc)})") from None
+    model.tie_weights()
+    return model
+
+
+_BLOCK = re.compile(r"(?:^|\.)(\d+)\.")  # a tensor name's first number: its layer ("model.layers.3.mlp...")
+
+
+def _check_size(path: Path, config: PretrainedConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The config values that set how big the model is, against the tensors the files hold, before anything
+    is built: a config.json asking for 5000 layers over a two-layer checkpoint is refused without building
+    (or allocating) 5000 layers. Every other size is checked tensor by tensor on the meta device."""
+    config_file = path / "config.json"
+    layers = getattr(config, "num_hidden_layers", None)
+    blocks = {m.group(1) for key in shapes if (m := _BLOCK.search(key))}
+    if isinstance(layers, int) and layers > len(blocks):
+        raise InputError(f"{config_file}: num_hidden_layers is {layers}, but the weights hold only {len(blocks)} "
+                         "numbered layers")
+    hidden = getattr(config, "hidden_size", None)
+    if isinstance(hidden, int) and all(hidden not in shape for shape in shapes.values()):
+        raise InputError(f"{config_file}: hidden_size is {hidden}, but no tensor in the weights has that dimension")
+
+
+def _plan(path: Path, config: PretrainedConfig, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
+    """Which model tensor each checkpoint tensor fills, once the two agree: every tensor of the model is in
+    the files (a tied one, such as an lm_head tied to the embedding, through the tensor it is tied to),
+    nothing else is, and every shape matches. Anything missing would otherwise stay randomly initialised."""
+    if not shapes:
+        raise InputError(f"{path}: the weight files hold no tensors")
+    _check_size(path, config, shapes)
+    skeleton = _build(path, config, meta=True)
+    expected = skeleton.state_dict(keep_vars=True)
+    names = {key: key for key in shapes}
+    prefix = skeleton.base_model_prefix
+    if prefix and not any(key.startswith(f"{prefix}.") for key in shapes):
+        # Saved from the bare base model (GPT-2 on the Hub: "h.0.attn...", not "transformer.h.0.attn..."),
+        # which from_pretrained accepts too.
+        names = {key: f"{prefix}.{key}" if f"{prefix}.{key}" in expected else key for key in shapes}
+    # Keys the model itself declares safe to drop (old GPT-2 files carry their attention masks).
+    dropped = [re.compile(p) for p in (getattr(skeleton, "_keys_to_ignore_on_load_unexpected", None) or ())]
+    unexpected = sorted(k for k, name in names.items() if name not in expected and not any(r.search(k) for r in dropped))
+    plan = {k: name for k, name in names.items() if name in expected}
+    covered = {id(expected[name]) for name in plan.values()}
+    params = {id(t) for t in skeleton.parameters()}
+    optional = [re.compile(p) for p in (getattr(skeleton, "_keys_to_ignore_on_load_missing", None) or ())]
+    missing, seen = [], set(covered)
+    for name, tensor in expected.items():
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        if id(tensor) in params or not any(r.search(name) for r in optional):  # a buffer the model may rebuild
+            missing.append(name)
+    if missing or unexpected:
+        found = [f"missing {_few(missing)}"] * bool(missing) + [f"unexpected {_few(unexpected)}"] * bool(unexpected)
+        raise InputError(f"{path}: the weights are not those of the {type(skeleton).__name__} config.json describes: "
+                         f"{'; '.join(found)}")
+    wrong = [(k, shapes[k], tuple(expected[name].shape)) for k, name in plan.items() if shapes[k] != tuple(expected[name].shape)]
+    if wrong:
+        key, shape, want = wrong[0]
+        more = f" (and {len(wrong) - 1} more tensors)" if len(wrong) > 1 else ""
+        raise InputError(f"{path}: tensor {key} has shape {shape}, but config.json makes it {want}{more}")
+    return plan
+
+
+def _safetensors_shapes(files: tuple[Path, ...]) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape, from the files' headers alone."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    where: dict[str, Path] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            for key in handle.keys():
+                if key in where:
+                    raise InputError(f"{file}: tensor {key} is also in {where[key].name}")
+                shapes[key], where[key] = tuple(handle.get_slice(key).get_shape()), file
+    return shapes
+
+
+def _pickle_tensors(files: tuple[Path, ...]) -> dict[str, torch.Tensor]:
+    """Every tensor of the pickle shards, read with weights_only=True (tensors and plain containers only)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        with warnings.catch_warnings():  # torch warns on stderr about pickle protocols it did not write
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            # weights_only=True is torch's default; it is passed anyway so that the safety of --allow-pickle
+            # never rests on a library default.
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+            raise InputError(f"{file}: not a mapping of tensor names to tensors")
+        if clash := sorted(state.keys() & tensors.keys()):
+            raise InputError(f"{file}: tensors also in another shard: {_few(clash)}")
+        tensors.update(state)
+    return tensors
+
+
+def _fill(path: Path, model: PreTrainedModel, plan: dict[str, str], tensors) -> set[int]:
+    """Copy each (name, tensor) into the model (cast to float32, as from_pretrained does); the ids of the
+    tensors filled. A tensor stored under two tied names must hold the same values under both."""
+    targets = model.state_dict(keep_vars=True)
+    filled: dict[int, str] = {}
+    with torch.no_grad():
+        for key, value in tensors:
+            target = targets[plan[key]]
+            if id(target) in filled:
+                if not torch.equal(target, value.to(target.dtype)):
+                    raise InputError(f"{path}: {key} and {filled[id(target)]} are one tied tensor in this model, "
+                                     "but the weights hold different values")
+                continue
+            target.copy_(value)
+            filled[id(target)] = key
+    return set(filled)
+
+
+def _read_safetensors(files: tuple[Path, ...], plan: dict[str, str]):
+    for file in files:
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            for key in handle.keys():
+                if key in plan:
+                    yield key, handle.get_tensor(key)
+
+
+def _load_model(path: Path, config: PretrainedConfig, files: WeightFiles) -> PreTrainedModel:
+    """The model config.json describes, filled from exactly ``files``, after checking the files' tensor
+    names and shapes against it. Errors of a corrupt, truncated or refused file are one line:
+    - SafetensorError: a safetensors file whose header or data is cut, garbled or inconsistent;
+    - OSError: a weight file that cannot be read;
+    - pickle.UnpicklingError (--allow-pickle): weights_only refused a global, so the file asks to run code;
+    - EOFError, RuntimeError (--allow-pickle): a pickle that ends early, a corrupt torch archive.
+    Anything else is a bug and propagates (the CLI exits 3 on it)."""
+    if files.format == "pickle":
+        try:
+            tensors = _pickle_tensors(files.shards)
+        except pickle.UnpicklingError as exc:
+            raise InputError(f"{path}: refusing the pickle weights: {refused_global(exc)}; weights_only loading "
+                             "accepts tensors and plain containers only") from None
+        except (OSError, EOFError, RuntimeError) as exc:
+            raise InputError(f"{path}: cannot load the model weights ({_first_line(exc)})") from None
+        plan = _plan(path, config, {k: tuple(v.shape) for k, v in tensors.items()})
+        model = _build(path, config, meta=False)
+        filled = _fill(path, model, plan, ((k, v) for k, v in tensors.items() if k in plan))
+        del tensors
+    else:
+        try:
+            shapes = _safetensors_shapes(files.shards)
+        except (SafetensorError, OSError) as exc:
+            raise InputError(f"{path}: cannot load the model weights ({_first_line(exc)})") from None
+        plan = _plan(path, config, shapes)
+        model = _build(path, config, meta=False)
+        try:
+            filled = _fill(path, model, plan, _read_safetensors(files.shards, plan))
+        except (SafetensorError, OSError) as exc:
+            raise InputError(f"{path}: cannot load the model weights ({_first_line(exc)})") from None
+    left = [name for name, p in model.named_parameters() if id(p) not in filled]
+    if left:  # _plan rules this out; a parameter left as allocated would be garbage, never audit it
+        raise RuntimeError(f"{path}: parameters not filled from the weights: {_few(left)}")
+    if model.can_generate():
+        model.generation_config = _generation_config(path)
+    return model.eval()
+
+
+def _generation_config(path: Path) -> GenerationConfig:
+    """The checkpoint's generation_config.json, or what config.json implies, as from_pretrained reads it
+    (the probes decode with the tool's own; the report lists what this one asks for)."""
+    try:
+        try:
+            return GenerationConfig.from_pretrained(path, local_files_only=True)
+        except OSError:  # no (readable) generation_config.json
+            return GenerationConfig.from_pretrained(path, config_file_name="config.json", _from_model_config=True,
+                                                    local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(f"{path}: cannot read the generation config ({_first_line(exc)})") from None
 
 
 def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu", allow_pickle: bool = False) -> Checkpoint:
-    """Load a local causal-LM directory (safetensors only unless ``allow_pickle``, no remote code) in float32.
-    Safetensors are preferred whenever a directory has them, flag or not."""
+    """Load a local causal-LM directory (safetensors only unless ``allow_pickle``, no remote code) in float32,
+    from exactly the weight files ``weight_files`` chooses, all of which (and the index) are hashed."""
     p = Path(path)
-    check_directory(p, role, allow_pickle)
-    pickled = not list(p.glob("*.safetensors"))
+    _, files = _inspect(p, role, allow_pickle, pickle_flag=True)
+    _refuse_tokenizer_code(p)
+    config = _model_config(p)  # before the tokenizer, which reads config.json too and would word its errors
     try:
         tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # transformers raises many types for a missing/broken tokenizer
         raise InputError(f"{p}: cannot load the tokenizer ({_first_line(exc)})") from None
-    try:
-        AutoConfig.from_pretrained(p, local_files_only=True, trust_remote_code=False)
-        # weights_only=True is transformers' default (5.x) for .bin files; it is passed anyway so that the
-        # safety of --allow-pickle never rests on a library default.
-        with warnings.catch_warnings():  # torch warns on stderr about pickle protocols it did not write
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            model = AutoModelForCausalLM.from_pretrained(
-                p, local_files_only=True, trust_remote_code=False, use_safetensors=not pickled, weights_only=True,
-                dtype=torch.float32,
-            ).to(device)
-    except pickle.UnpicklingError as exc:  # weights_only refused a global: the file asks to run code
-        raise InputError(f"{p}: refusing the pickle weights: {refused_global(exc)}; weights_only loading accepts "
-                         "tensors and plain containers only") from None
-    # What a corrupt, truncated or mismatched checkpoint raises; anything else is a bug and propagates
-    # (the CLI exits 3 on it). Checked against truncated, garbled and mis-sized files:
-    # - SafetensorError: a safetensors file whose header or data is cut, garbled or inconsistent;
-    # - OSError: a weight file or shard named by the index is missing, not a file, or unreadable;
-    # - RuntimeError: tensors whose shapes do not fit config.json, and torch's reader on a corrupt pickle
-    #   archive (--allow-pickle);
-    # - ValueError: a config value transformers refuses when it builds the model (it covers the
-    #   JSON and Unicode decoding errors of a broken index file too);
-    # - EOFError: a pickle file that ends early (--allow-pickle).
-    # KeyError and TypeError stay out: a few broken configs raise them too, but so does a bug in our code.
-    except (SafetensorError, OSError, RuntimeError, ValueError, EOFError) as exc:
-        raise InputError(f"{p}: cannot load the model weights ({_first_line(exc)})") from None
+    model = _load_model(p, config, files).to(device)
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:  # token ids past the embedding would index out of range (fewer is normal padding)
         raise InputError(f"{p}: the tokenizer has {len(tokenizer)} tokens but the model's embedding has only {rows} rows; "
                          "they do not belong together")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    weights = [f for f in sorted(p.iterdir()) if f.suffix in PICKLE_SUFFIXES] if pickled else sorted(p.glob("*.safetensors"))
-    hashes = {f.name: sha256_file(f) for f in weights}
+    hashes = {f.name: sha256_file(f) for f in files.read}
     return Checkpoint(path=str(p), role=role, model=model, tokenizer=tokenizer, file_hashes=hashes,
-                      weights_format="pickle" if pickled else "safetensors")
-
+                      weights_format=files.format)
 
 def write_checkpoint(model, tokenizer, out: Path, extra: dict[str, str] | None = None) -> Path:
     """Save a model, its tokenizer and any extra text files as one HF directory, atomically: everything is
