@@ -6,9 +6,12 @@ holding someone else's data and needs to find the bad record without a debugger.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import random
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,34 +60,91 @@ def concat_sha256(files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def read_input(path: Path, kind: str) -> str:
-    """The text of an input file, or a one-line InputError naming it: missing, a directory, unreadable,
-    or not UTF-8. Every file the tool reads from the user goes through here."""
+MiB = 1 << 20
+MAX_INPUT_BYTES = 1024 * MiB  # read_input's default: a report.json or a MUSE file; far above any real one
+MAX_RECORD_BYTES = 8 * MiB  # one JSONL line, or one text: a MUSE document (2047 tokens) is about 10 kB
+
+
+def _size(n: int) -> str:
+    return f"{n // MiB} MiB" if n >= MiB and n % MiB == 0 else f"{n} bytes"
+
+
+def _open_input(path: Path, kind: str):
+    """An input file opened for binary reading, or a one-line InputError naming it: missing, a directory,
+    unreadable, or not a regular file or pipe. A character or block device (``/dev/zero``) or a socket is
+    refused before it is opened: it would read forever or hang. A pipe is read (``--forget <(cat f)``),
+    but opened without blocking, so a FIFO that no process writes reads as empty instead of hanging."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: {kind} file not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory; expected a {kind} file")
     try:
-        raw = path.read_bytes()
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"{path}: {kind} file not found") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read {kind} file ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{path}: is a directory; expected a {kind} file")
+    _regular_or_pipe(path, mode, kind)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {kind} file ({exc.strerror})") from None
+    try:
+        _regular_or_pipe(path, os.fstat(fd).st_mode, kind)  # swapped for a device since the stat above
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)  # a writer may be slow
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _regular_or_pipe(path: Path, mode: int, kind: str) -> None:
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        what = "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file"
+        raise InputError(f"{path}: not a regular file ({what}); expected a {kind} file or a pipe")
+
+
+def read_input(path: Path, kind: str, max_bytes: int = MAX_INPUT_BYTES) -> str:
+    """The text of an input file, or a one-line InputError naming it: missing, a directory, unreadable,
+    not a regular file or pipe, larger than ``max_bytes``, or not UTF-8. Every whole file the tool reads
+    from the user goes through here. The file is read in blocks, so a stream that never ends is refused
+    once it passes ``max_bytes`` without being held whole."""
+    path = Path(path)
+    raw = bytearray()
+    with _open_input(path, kind) as fh:
+        if os.fstat(fh.fileno()).st_size > max_bytes:  # a regular file says its size up front; a pipe does not
+            raise InputError(f"{path}: {kind} file larger than {_size(max_bytes)}, the limit for it; refusing to read it")
+        while True:
+            try:
+                block = fh.read(min(MiB, max_bytes + 1 - len(raw)))
+            except OSError as exc:
+                raise InputError(f"{path}: cannot read {kind} file ({exc.strerror})") from None
+            if not block:
+                break
+            raw += block
+            if len(raw) > max_bytes:
+                raise InputError(f"{path}: {kind} file larger than {_size(max_bytes)}, the limit for it; refusing to read it")
+        # An empty policy file means the defaults, but an empty pipe is a writer that never came.
+        if not raw and stat.S_ISFIFO(os.fstat(fh.fileno()).st_mode):
+            raise InputError(f"{path}: empty {kind} input (a pipe that nothing wrote to)")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 (bad byte at offset {exc.start})") from None
 
 
-def _open_input(path: Path, kind: str):
-    """An input file opened for binary reading, or the same one-line errors as ``read_input``."""
-    if not path.exists():
-        raise InputError(f"{path}: {kind} file not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory; expected a {kind} file")
+def check_text(value: str, where: str) -> str:
+    """``value`` if it is text the tokenizers accept, else a one-line InputError starting with ``where``
+    (e.g. ``"data.jsonl:3: field 'text'"``): JSON's ``"\\ud800"`` escape decodes to a lone surrogate that
+    no UTF-8 encoder takes, and a text over ``MAX_RECORD_BYTES`` would be tokenized whole before any
+    truncation (a 20 MB record took 4.4 GB)."""
     try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read {kind} file ({exc.strerror})") from None
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{where} holds an unpaired surrogate (\\u{ord(value[exc.start]):04x}); "
+                         "not valid Unicode text") from None
+    if size > MAX_RECORD_BYTES:
+        raise InputError(f"{where} is larger than {_size(MAX_RECORD_BYTES)}, the limit for one text")
+    return value
 
 
 def _parse_line(path: Path, lineno: int, line: str):
@@ -101,13 +161,15 @@ def _records(path: Path, kind: str, digest) -> Iterator[tuple[int, dict]]:
     with _open_input(path, kind_name) as fh:
         while True:
             try:
-                raw = fh.readline()
+                raw = fh.readline(MAX_RECORD_BYTES + 1)  # a line is never read further than the cap
             except OSError as exc:
                 raise InputError(f"{path}: cannot read {kind_name} file ({exc.strerror})") from None
             if not raw:
                 break
-            digest.update(raw)
             lineno += 1
+            if len(raw) > MAX_RECORD_BYTES and not raw.endswith(b"\n"):
+                raise InputError(f"{path}:{lineno}: record larger than {_size(MAX_RECORD_BYTES)}, the limit for one record")
+            digest.update(raw)
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raise InputError(f"{path}: starts with a byte-order mark; save it as UTF-8 without BOM")
             try:
@@ -134,12 +196,7 @@ def _field(path: Path, lineno: int, obj: dict, key: str, hint: str = "") -> str:
         raise InputError(f"{path}:{lineno}: field {key!r} must be a string, got {type(value).__name__}")
     if not value.strip():
         raise InputError(f"{path}:{lineno}: field {key!r} is empty")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:  # JSON's "\ud800" escape decodes to a lone surrogate no tokenizer accepts
-        raise InputError(f"{path}:{lineno}: field {key!r} holds an unpaired surrogate (\\u{ord(value[exc.start]):04x}); "
-                         "not valid Unicode text") from None
-    return value
+    return check_text(value, f"{path}:{lineno}: field {key!r}")
 
 
 class Reservoir:

@@ -102,10 +102,10 @@ class Policy:
     @classmethod
     def from_toml(cls, path: Path) -> "Policy":
         """A flat TOML file of the fields above; unknown keys and wrong types are input errors."""
-        from .data import read_input
+        from .data import MiB, read_input
         from .errors import InputError, parse
 
-        raw = parse(read_input(path, "policy"), str(path), "TOML")
+        raw = parse(read_input(path, "policy", max_bytes=16 * MiB), str(path), "TOML")  # a real policy is a few hundred bytes
         known = {f.name: f for f in fields(cls)}
         values = {}
         for key, value in raw.items():
