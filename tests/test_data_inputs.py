@@ -1,6 +1,6 @@
 """Inputs that are not files of a sane size: devices, sockets, pipes with and without a writer, records
-and whole files far larger than any real one, and lone surrogates. Each is one ``InputError`` line naming
-the input, and nothing reads forever or hangs.
+and whole files far larger than any real one, lone surrogates, and policy numbers that are not finite or
+not in range. Each is one ``InputError`` line naming the input, and nothing reads forever or hangs.
 
 A read that could fill the memory or block runs in a child process with an address-space limit and a
 timeout, or in a thread with a join timeout, so a regression fails the test instead of the machine.
@@ -248,3 +248,44 @@ def test_a_lone_surrogate_in_a_muse_json_file_is_refused(tmp_path):
     (tmp_path / "privleak" / "holdout.json").write_text('["c", "d"]')
     with pytest.raises(InputError, match="unpaired surrogate"):
         read_muse_dir(tmp_path)
+
+
+# 3. Policy numbers --------------------------------------------------------------------------------
+
+TOLERANCES = ["verbmem_gap_max", "knowmem_gap_max", "privleak_abs_max", "verbmem_recovery_max", "knowmem_recovery_max",
+              "verbmem_retention_max", "knowmem_retention_max"]
+
+
+@pytest.mark.parametrize("key", [*TOLERANCES, "recovery_alpha"])
+def test_a_policy_number_that_is_not_finite_is_refused(tmp_path, key):
+    path = tmp_path / "policy.toml"
+    for value in ("inf", "+inf", "-inf", "1e400", "-1e400"):
+        path.write_text(f"{key} = {value}\n")
+        with pytest.raises(InputError) as exc:
+            Policy.from_toml(path)
+        message = str(exc.value)
+        assert message.startswith(f"{path}: {key} ") and "\n" not in message, message
+        assert "finite" in message or "between 0 and 1" in message, message
+
+
+@pytest.mark.parametrize("key", TOLERANCES)
+def test_a_negative_tolerance_is_refused_and_zero_is_allowed(tmp_path, key):
+    path = tmp_path / "policy.toml"
+    path.write_text(f"{key} = -0.1\n")
+    with pytest.raises(InputError) as exc:
+        Policy.from_toml(path)
+    assert str(exc.value) == f"{path}: {key} must be 0 or more, got -0.1"
+    for zero in ("0", "0.0", "-0.0"):
+        path.write_text(f"{key} = {zero}\n")
+        policy = Policy.from_toml(path)
+        assert getattr(policy, key) == 0.0 and json.dumps(policy.to_dict()).count("-0.0") == 0
+
+
+def test_recovery_alpha_stays_strictly_between_0_and_1(tmp_path):
+    path = tmp_path / "policy.toml"
+    for value in ("0", "1", "-0.05", "1.5"):
+        path.write_text(f"recovery_alpha = {value}\n")
+        with pytest.raises(InputError, match="recovery_alpha must be between 0 and 1"):
+            Policy.from_toml(path)
+    path.write_text("recovery_alpha = 0.01\n")
+    assert Policy.from_toml(path).recovery_alpha == 0.01

@@ -130,12 +130,19 @@ def _coerce(path, key: str, value, default):
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN compares unequal
         raise InputError(f"{path}: {key} must be a number")
-    if key == "recovery_alpha" and not 0 < value < 1:
-        raise InputError(f"{path}: recovery_alpha must be between 0 and 1")
     try:
-        return float(value)
+        number = float(value)
     except OverflowError:  # a TOML integer can be far larger than any float
         raise InputError(f"{path}: {key} is too large a number") from None
+    # inf (or 1e400, which TOML reads as inf) would be recorded in the report as null, shown as "off",
+    # and the policy_sha256 recorded beside it would no longer match the policy.
+    if not math.isfinite(number):
+        raise InputError(f"{path}: {key} must be a finite number, got {value}")
+    if key == "recovery_alpha" and not 0 < number < 1:
+        raise InputError(f"{path}: recovery_alpha must be between 0 and 1")
+    if number < 0:  # a negative tolerance fails even a perfect unlearning
+        raise InputError(f"{path}: {key} must be 0 or more, got {value}")
+    return number + 0.0  # -0.0 becomes 0.0, so the two spellings of zero hash alike
 
 
 def _fmt(x: float) -> str:
