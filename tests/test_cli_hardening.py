@@ -1,6 +1,7 @@
 """Hardening of the command line: odd paths, outputs that would overwrite inputs, tampered reports,
 short-context models, one-line warnings and leftover merged copies."""
 
+import json
 import shutil
 
 import pytest
@@ -86,3 +87,55 @@ def test_audit_out_equal_to_an_input_is_refused(bench, tmp_path, capsys):
     one_line_error(*run(audit_args(bench, model, "--reference", bench["clean"], "--out", bench["clean"]), capsys), "--reference")
     one_line_error(*run(audit_args(bench, model, "--out", bench["forget"]), capsys), "--out")
     assert sorted(p.name for p in model.iterdir()) == before
+
+
+# 3. tampered report.json
+
+def _drop(key):
+    return lambda r: r.pop(key)
+
+
+def _set(path, value):
+    def change(r):
+        node = r
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = value
+    return change
+
+
+@pytest.mark.parametrize("tamper, needle", [
+    (_drop("results"), "results"),
+    (_set(["results", 0, "value"], "high"), "results[0].value"),
+    (_set(["checks"], {"not": "a list"}), "checks"),
+    (lambda r: r["variants"][0].pop("name"), "variants[0]"),
+    (_set(["config", "policy"], "strict"), "config.policy"),
+    (_set(["run"], []), "run"),
+])
+@pytest.mark.parametrize("rejudge", [False, True])
+def test_a_tampered_report_is_one_line_naming_the_field(weird_audit, tmp_path, capsys, tamper, needle, rejudge):
+    _, out = weird_audit
+    report = json.loads((out / "report.json").read_text())
+    tamper(report)
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    policy = []
+    if rejudge:
+        (tmp_path / "policy.toml").write_text("")
+        policy = ["--policy", tmp_path / "policy.toml"]
+    one_line_error(*run(["report", path, "--format", "md", *policy], capsys), str(path), needle)
+
+
+def test_the_fallback_check_without_jsonschema(weird_audit, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema now raises ImportError
+    _, out = weird_audit
+    report = json.loads((out / "report.json").read_text())
+    report["results"][0]["value"] = "high"
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    one_line_error(*run(["report", path, "--format", "md"], capsys), "results[0].value")
+    path.write_text((out / "report.json").read_text())
+    code, err = run(["report", path, "--format", "md"], capsys)
+    assert code in (0, 1), err
