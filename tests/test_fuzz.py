@@ -6,6 +6,7 @@ one line on stderr. Budgets are explicit (``max_examples``) so the file runs in 
 
 import contextlib
 import hashlib
+import hmac
 import io
 import json
 import math
@@ -142,3 +143,152 @@ def test_the_cli_answers_any_input_with_exit_2_and_one_line(scratch, content, fl
     assert exc.value.code == 2 and len(lines) == 1, stderr.getvalue()
     assert lines[0].startswith("unlearn-audit: error: ") and "Traceback" not in lines[0]
     assert str(fuzzed) in lines[0] or str(missing_model) in lines[0] or "also appear in the forget set" in lines[0], lines[0]
+
+
+# The report loader, the MUSE directory reader and the resume cache's entry reader: the same contract on
+# the other files the tool reads back. Their budgets add about 10 s.
+MORE_EXAMPLES = {"report": 400, "muse": 300, "cache": 400}
+
+REPORT_KEYS = ("schema_version", "verdict", "variants", "results", "checks", "config", "run")
+report_docs = st.one_of(
+    json_values,
+    st.dictionaries(st.sampled_from(REPORT_KEYS) | st.text(max_size=8), json_values, max_size=8),
+    st.fixed_dictionaries({k: json_values for k in REPORT_KEYS}),
+)
+report_files = st.one_of(
+    st.binary(max_size=400),
+    st.tuples(report_docs, st.booleans()).map(lambda t: json.dumps(t[0], ensure_ascii=t[1]).encode("utf-8", "surrogatepass")),
+    st.tuples(st.fixed_dictionaries({k: json_values for k in REPORT_KEYS}), st.integers(0, 200)).map(
+        lambda t: json.dumps(t[0]).encode()[: t[1]]),  # cut short, as by a full disk
+    traps.map(lambda t: t.encode("utf-8", "surrogatepass")),
+)
+
+
+@settings(max_examples=MORE_EXAMPLES["report"], **FAST)
+@given(content=report_files)
+@example(content=b"")
+@example(content=json.dumps(dict.fromkeys(REPORT_KEYS, 1)).encode())
+def test_a_report_loads_as_a_dict_or_raises_input_error(scratch, content):
+    from unlearn_audit.report.load import load_report
+
+    path = scratch / "report.json"
+    path.write_bytes(content)
+    try:
+        report = load_report(path)
+    except InputError as exc:
+        _one_line(exc, path)
+        return
+    assert isinstance(report, dict) and all(k in report for k in REPORT_KEYS)
+
+
+# A minimal MUSE directory (see muse_dir's docstring; test_muse_dir builds the full one from the benchmark):
+# one file at a time is replaced by fuzzed bytes and put back after the example.
+MUSE_FILES = {
+    "raw/forget.txt": "The forget text, one long document.\n",
+    "raw/holdout.txt": "The holdout text, another document.\n",
+    "raw/retain1.txt": "Retain text.\n",
+    "verbmem/forget.json": json.dumps([{"prompt": "The forget", "gt": " text"}]),
+    "knowmem/forget_qa.json": json.dumps([{"question": "Q?", "answer": "A"}]),
+    "knowmem/forget_qa_icl.json": json.dumps([{"question": "Q0?", "answer": "A0"}]),
+    "knowmem/retain_qa.json": json.dumps([{"question": "R?", "answer": "B"}]),
+    "knowmem/retain_qa_icl.json": json.dumps([{"question": "R0?", "answer": "B0"}]),
+    "privleak/forget.json": json.dumps(["forget one", "forget two"]),
+    "privleak/holdout.json": json.dumps(["holdout one", "holdout two"]),
+}
+muse_items = st.one_of(
+    json_values,
+    st.dictionaries(st.sampled_from(["prompt", "gt", "question", "answer"]) | st.text(max_size=6), st.text(max_size=12) | json_values,
+                    max_size=3),
+)
+muse_contents = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=60).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.tuples(st.lists(muse_items, max_size=4) | json_values, st.booleans()).map(
+        lambda t: json.dumps(t[0], ensure_ascii=t[1]).encode("utf-8", "surrogatepass")),
+    traps.map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.sampled_from([b'["\\ud800"]', b'[{"prompt": "p", "gt": "\\udfff"}]', b"[]", b"{}", b" \n", b"\xef\xbb\xbf[]"]),
+)
+
+
+@pytest.fixture(scope="module")
+def muse_root(scratch):
+    root = scratch / "muse"
+    for rel, text in MUSE_FILES.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
+    return root
+
+
+@settings(max_examples=MORE_EXAMPLES["muse"], **FAST)
+@given(rel=st.sampled_from(sorted(MUSE_FILES)), content=muse_contents)
+@example(rel="privleak/holdout.json", content=b"[" * 50_000)
+def test_a_muse_directory_reads_or_raises_input_error(muse_root, rel, content):
+    from unlearn_audit.muse_dir import MuseCorpus, read_muse_dir
+
+    (muse_root / rel).write_bytes(content)
+    try:
+        corpus = read_muse_dir(muse_root)
+    except InputError as exc:
+        message = str(exc)
+        assert message.startswith(str(muse_root)) and "\n" not in message and "\r" not in message, message
+        return
+    finally:
+        (muse_root / rel).write_text(MUSE_FILES[rel], encoding="utf-8")
+    assert isinstance(corpus, MuseCorpus)
+
+
+# Resume-cache entries: anything an attacker or a crash can leave under --out/.cache, including entries
+# that pass authentication (made with the same secret) but hold a malformed body.
+SECRET, KEY = b"k" * 32, "0" * 32
+probe_outs = st.lists(st.dictionaries(st.sampled_from(["probe", "split", "metric", "values", "generations"]),
+                                      json_values | st.lists(st.floats() | st.none(), max_size=3), max_size=5), max_size=2)
+cache_bodies = st.one_of(
+    st.text(max_size=40),
+    json_values.map(json.dumps),
+    st.fixed_dictionaries({"outs": probe_outs | json_values, "orig_outs": probe_outs | json_values, "forensics": json_values}).map(json.dumps),
+)
+cache_entries = st.one_of(
+    st.binary(max_size=300),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.tuples(cache_bodies | json_values, st.booleans(), st.text(max_size=64) | json_values).map(lambda t: _cache_entry(*t)),
+)
+
+
+def _cache_entry(content, authentic: bool, mac) -> bytes:
+    if authentic and isinstance(content, str):
+        try:
+            mac = hmac.new(SECRET, KEY.encode() + b"\0" + content.encode(), hashlib.sha256).hexdigest()
+        except UnicodeEncodeError:
+            pass
+    return json.dumps({"mac": mac, "content": content}).encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=MORE_EXAMPLES["cache"], **FAST)
+@given(content=cache_entries)
+@example(content=_cache_entry(json.dumps({"outs": [{"probe": "p", "split": "s", "metric": "m", "values": [None, 1.0],
+                                                     "generations": ["g"]}], "orig_outs": [], "forensics": None}), True, ""))
+def test_a_resume_cache_entry_is_used_or_ignored_with_a_note(scratch, content):
+    from unlearn_audit.pipeline.cache import VariantCache
+    from unlearn_audit.pipeline.types import VariantRun
+
+    root = scratch / "cache"
+    root.mkdir(exist_ok=True)
+    (root / f"{KEY}.json").write_bytes(content)
+    cache = VariantCache(root, secret=SECRET)
+    try:
+        run = cache.get(KEY)
+    except AttributeError:  # known defect, see test_a_cache_entry_whose_content_is_not_a_string_is_ignored
+        assert not isinstance(json.loads(content)["content"], str)
+        return
+    assert run is None or isinstance(run, VariantRun)
+    assert run is not None or len(cache.notes) == 1, cache.notes  # an ignored entry is always said
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError,
+                   reason="pipeline/cache.py: VariantCache.get passes a non-string 'content' to _mac, whose .encode() raises")
+def test_a_cache_entry_whose_content_is_not_a_string_is_ignored(tmp_path):
+    from unlearn_audit.pipeline.cache import VariantCache
+
+    (tmp_path / f"{KEY}.json").write_text(json.dumps({"mac": "0" * 64, "content": 5}))
+    cache = VariantCache(tmp_path, secret=SECRET)
+    assert cache.get(KEY) is None and len(cache.notes) == 1
