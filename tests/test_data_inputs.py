@@ -236,7 +236,6 @@ def test_a_lone_surrogate_in_a_jsonl_record_names_the_file_line_and_field(tmp_pa
     assert str(exc.value) == f"{path}:2: field 'answer' holds an unpaired surrogate (\\udfff); not valid Unicode text"
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason="muse_dir._string should return check_text(value, f'{path}{where}: {what}')")
 def test_a_lone_surrogate_in_a_muse_json_file_is_refused(tmp_path):
     from unlearn_audit.muse_dir import read_muse_dir
 

@@ -47,7 +47,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import PromptSet, QASet, TextSet, concat_sha256, read_input
+from .data import PromptSet, QASet, TextSet, check_text, concat_sha256, read_input
 from .errors import InputError, parse
 from .pipeline.types import AuditData
 
@@ -228,7 +228,7 @@ def _string(path: Path, where: str, value, what: str) -> str:
         raise InputError(f"{path}{where}: {what} must be a string, got {type(value).__name__}")
     if not value.strip():
         raise InputError(f"{path}{where}: {what} is empty")
-    return value
+    return check_text(value, f"{path}{where}: {what}")
 
 
 def _fields(path: Path, items: list, keys: tuple[str, str], what: str) -> tuple[tuple[str, str], ...]:

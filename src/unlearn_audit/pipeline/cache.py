@@ -113,6 +113,8 @@ class VariantCache:
         try:
             entry = json.loads(text)
             content, mac = entry["content"], entry["mac"]
+            if not isinstance(content, str):
+                raise TypeError("content is not a string")
             expected = self._mac(key, content)
             if expected is None:
                 return None
