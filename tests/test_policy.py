@@ -119,3 +119,10 @@ def test_policy_file_is_validated_and_hashed_by_content(tmp_path):
         f.write_text(text)
         with pytest.raises(InputError, match=needle):
             Policy.from_toml(f)
+
+
+def test_a_failed_recovery_check_is_named_as_recovery():
+    """verbmem_recovery exists only for quantized variants, so it is recovery by definition."""
+    results = [gap("fp32", 0.0, -0.05, 0.05), gap("rtn-int4", 0.0, -0.05, 0.05), rec("rtn-int4", 0.3, 0.2, 0.4, 0.001)]
+    _, verdict, reason = judge(results, variants("fp32", "rtn-int4"), Policy())
+    assert verdict == "FAIL" and reason.startswith("passes at fp32, knowledge recovered under rtn-int4: rtn-int4 verbmem_recovery")

@@ -216,7 +216,10 @@ def _failure_reason(judged: list[Check], failed: list[Check], order: list[str]) 
     """
     base = {c.check: c.status for c in judged if c.variant == "fp32"}
     at_fp32 = [c for c in failed if c.variant == "fp32"]
-    recovered = [c for c in failed if c.variant != "fp32" and base.get(c.check) == PASS]
+    # Recovered: a check that passes at fp32 and fails here, or a recovery check itself (quantized − fp32
+    # on the same documents, which exists only for quantized variants).
+    recovery = {spec.name for _, spec in probe_checks() if spec.kind == "recovery"}
+    recovered = [c for c in failed if c.variant != "fp32" and (base.get(c.check) == PASS or c.check in recovery)]
     parts = []
     if at_fp32:
         parts.append(f"fails at fp32: {_describe(at_fp32[0])}")
