@@ -3,10 +3,14 @@ short-context models, one-line warnings and leftover merged copies."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
+import torch
 
+from unlearn_audit.benchmark import tiny
 from unlearn_audit.cli import main
+from unlearn_audit.models.loading import write_checkpoint
 
 WEIRD = "a[/]b[bold]"
 
@@ -139,3 +143,33 @@ def test_the_fallback_check_without_jsonschema(weird_audit, tmp_path, capsys, mo
     path.write_text((out / "report.json").read_text())
     code, err = run(["report", path, "--format", "md"], capsys)
     assert code in (0, 1), err
+
+
+# 4. a GPT-2 model whose context is shorter than prompt + generation
+
+def test_a_gpt2_with_a_short_context_is_audited(bench, tmp_path, capsys):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    texts = [json.loads(line)["text"] for name in ("forget", "holdout") for line in Path(bench[name]).read_text().splitlines()]
+    tok = tiny.train_tokenizer(texts, vocab_size=300)
+    torch.manual_seed(0)
+    config = GPT2Config(n_positions=64, n_embd=32, n_layer=1, n_head=2, vocab_size=len(tok),
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model_dir = write_checkpoint(GPT2LMHeadModel(config), tok, tmp_path / "gpt2")
+    code, err = run(audit_args(bench, model_dir, "--out", tmp_path / "out"), capsys)
+    assert code in (0, 1), err
+    assert (tmp_path / "out" / "report.json").is_file()
+
+
+def test_greedy_caps_each_rows_budget_at_the_context(bench):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from unlearn_audit.models.hf import HFModel
+
+    tok = tiny.train_tokenizer(["a small corpus for a tokenizer, nothing more"] * 4, vocab_size=300)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_positions=16, n_embd=32, n_layer=1, n_head=2, vocab_size=len(tok)))
+    hf = HFModel("gpt2", model, tok, batch_size=4)
+    prompts = [[5] * 4, [6] * 12, [7] * 16, [8] * 20]
+    out = hf.greedy(prompts, [30, 30, 30, 30])
+    assert len(out[0]) <= 12 and len(out[1]) <= 4 and out[2] == [] and out[3] == []

@@ -92,6 +92,14 @@ class HFModel:
         logits = self.model(input_ids=ids, attention_mask=mask).logits
         return lambda row, a, b: logits[row, a:b]
 
+    def context_length(self) -> int | None:
+        """The positions the model can attend over (``max_position_embeddings``, GPT-2's ``n_positions``)."""
+        for name in ("max_position_embeddings", "n_positions"):
+            value = getattr(self.model.config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
     @torch.inference_mode()
     def greedy(
         self,
@@ -99,16 +107,28 @@ class HFModel:
         max_new_tokens: Sequence[int],
         stop_strings: Sequence[str] = (),
     ) -> list[list[int]]:
+        # Prompt and continuation must fit the context together: a model with learned absolute positions
+        # (GPT-2's n_positions) indexes past its position table otherwise. Each row gets at most what is
+        # left after its prompt, none when the prompt alone fills it; the probe scores what was generated.
+        context = self.context_length()
+        budgets = [min(m, max(0, context - len(p))) if context else m for p, m in zip(prompts, max_new_tokens)]
         out: list[list[int]] = [[] for _ in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: (max_new_tokens[i], len(prompts[i])))
-        self._each_batch(order, lambda batch: self._greedy_batch(prompts, max_new_tokens, stop_strings, batch, out))
+        order = sorted((i for i in range(len(prompts)) if budgets[i] > 0), key=lambda i: (budgets[i], len(prompts[i])))
+        self._each_batch(order, lambda batch: self._greedy_batch(prompts, budgets, stop_strings, batch, out))
         return out
 
     def _greedy_batch(self, prompts, max_new_tokens, stop_strings, batch: list[int], out: list) -> None:
         # Left padding: every prompt ends where generation starts.
-        input_ids, mask = pad_batch([prompts[i] for i in batch], self.pad_id, left=True)
-        width = input_ids.shape[1]
+        width = max(len(prompts[i]) for i in batch)
         budget = max(max_new_tokens[i] for i in batch)
+        context = self.context_length()
+        if context and width + budget > context and len(batch) > 1:
+            # Padded to the longest prompt and run for the longest budget, the batch would pass the context
+            # although each row fits on its own: those rows are generated one at a time.
+            for i in batch:
+                self._greedy_batch(prompts, max_new_tokens, stop_strings, [i], out)
+            return
+        input_ids, mask = pad_batch([prompts[i] for i in batch], self.pad_id, left=True)
         config = GenerationConfig(
             do_sample=False,
             max_new_tokens=budget,
