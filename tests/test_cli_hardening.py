@@ -3,6 +3,7 @@ short-context models, one-line warnings and leftover merged copies."""
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,24 @@ def test_greedy_caps_each_rows_budget_at_the_context(bench):
     prompts = [[5] * 4, [6] * 12, [7] * 16, [8] * 20]
     out = hf.greedy(prompts, [30, 30, 30, 30])
     assert len(out[0]) <= 12 and len(out[1]) <= 4 and out[2] == [] and out[3] == []
+
+
+# 5. warnings are one line each
+
+def test_warnings_become_one_prefixed_line(bench, tmp_path, capsys, monkeypatch):
+    from unlearn_audit.probes import mink
+
+    real = mink.min_k
+
+    def noisy(logprobs, k):
+        warnings.warn("line1\nline2", RuntimeWarning)
+        return real(logprobs, k)
+
+    monkeypatch.setattr(mink, "min_k", noisy)
+    before = warnings.showwarning
+    code, err = run(audit_args(bench, bench["clean"], "--out", tmp_path / "out", "--fresh"), capsys)
+    assert code in (0, 1), err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert any(line.startswith("unlearn-audit: warning: ") and "line1 line2" in line for line in lines), err
+    assert all(line.startswith("unlearn-audit: ") for line in lines), err
+    assert warnings.showwarning is before  # main() puts the process's hook back

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 
 import typer
 
@@ -22,6 +23,12 @@ def _quiet_libraries() -> None:
     # transformers imports torchao when it is installed; its CUDA-only kernels then log load failures.
     for name in ("bitsandbytes", "torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning (numpy's RuntimeWarnings, peft's UserWarnings) as one ``warning:`` line, not the
+    default two or more lines with the source, so stderr keeps its one-line-per-message promise."""
+    say(f"warning: {category.__name__}: {message}")
 
 
 class _Signalled(BaseException):
@@ -52,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         args.remove("--debug")
     _quiet_libraries()
     command = typer.main.get_command(app)
+    shown = warnings.showwarning  # put back on the way out: main() may be called from a longer-lived process
+    warnings.showwarning = _warning_line
     try:
         code = command.main(args=args, prog_name="unlearn-audit", standalone_mode=False)
     except typer.Exit as exc:
@@ -73,4 +82,6 @@ def main(argv: list[str] | None = None) -> None:
             err.print_exception()
         say(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
         code = 3
+    finally:
+        warnings.showwarning = shown
     sys.exit(code or 0)
