@@ -88,10 +88,14 @@ def unlearn_command(
     seed: int = typer.Option(0),
     out: Path = typer.Option(..., help="Directory for the unlearned checkpoint (must not exist)."),
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
+    confine_to: Optional[str] = typer.Option(None, help="Positive control: keep every weight in its cell of the start's "
+                                             "grid under this rtn-* scheme, so Q(unlearned) = Q(start) (README)."),
 ) -> None:
     """Unlearn the forget set from a model (GA or NPO, with GDR or KLR), optionally with SURE."""
     from ..data import load_texts
     from ..models.loading import load_checkpoint
+    from ..quantize.registry import get_scheme
+    from ..quantize.rtn import RTNScheme
     from ..remediate.presets import unlearn_config
     from ..remediate.run import SureConfig, run_unlearning
 
@@ -101,12 +105,15 @@ def unlearn_command(
     check_out(out)
     f, r = load_texts(forget), load_texts(retain)
     cfg = unlearn_config(method, lr, sure, epochs, steps, batch_size, alpha, beta, seed, len(f.texts))
+    grid = get_scheme(confine_to) if confine_to is not None else None
+    if grid is not None and not isinstance(grid, RTNScheme):
+        raise InputError(f"--confine-to supports the rtn-* schemes, whose cells are intervals; got {confine_to}")
     start = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle)
     needs_ref = cfg.method.startswith("npo") or cfg.method.endswith("klr")
     reference = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle) if needs_ref else None
     with _TrainingBar(f"unlearning ({cfg.method}{' + SURE' if sure else ''})") as bar:
         record = run_unlearning(start, reference, f, r, cfg, SureConfig(saliency_percentile, per_layer) if sure else None,
-                                out, max_length, on_step=bar)
+                                out, max_length, on_step=bar, confine_to=grid)
     if record["sure"]:
         say(f"SURE selected {len(record['sure']['selected'])} of {len(record['sure']['scores'])} units")
     say(f"wrote {out} (see {out / 'unlearning.json'})")

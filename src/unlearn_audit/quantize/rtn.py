@@ -53,7 +53,7 @@ class RTNCodes:
         return GridCodes(self.codes, params.reshape(self.scales.numel(), -1), self._expand(self.scales))
 
 
-def _groups(weight: torch.Tensor, group_size: int | None) -> tuple[torch.Tensor, int]:
+def rtn_groups(weight: torch.Tensor, group_size: int | None) -> tuple[torch.Tensor, int]:
     """(out, n_groups, g) view of an (out, in) matrix; a short last group is zero-padded (see above)."""
     w = weight.detach().to(torch.float32)
     out_features, in_features = w.shape
@@ -75,7 +75,7 @@ def rtn_codes(weight: torch.Tensor, bits: int, group_size: int | None = 128, sym
     if not 2 <= bits <= 8:
         raise ValueError(f"RTN bits must be between 2 and 8, got {bits}")
     out_features, in_features = weight.shape
-    grouped, g = _groups(weight, group_size)
+    grouped, g = rtn_groups(weight, group_size)
     if symmetric:
         scales = grouped.abs().amax(dim=2) / 2 ** (bits - 1)
         lo, hi, zeros = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1, None

@@ -16,6 +16,8 @@ from ..data import TextSet
 from ..errors import InputError
 from ..models.batch import encode, make_batch
 from ..models.loading import Checkpoint, write_checkpoint
+from ..quantize.base import Scheme
+from .confine import Confinement
 from .losses import ga_loss, npo_loss
 from .saliency import freeze_all_but, saliency_map
 from .unlearn import UnlearnConfig, unlearn
@@ -30,9 +32,11 @@ class SureConfig:
 def run_unlearning(
     start: Checkpoint, original: Checkpoint | None, forget: TextSet, retain: TextSet, cfg: UnlearnConfig,
     sure: SureConfig | None, out: Path, max_length: int = 2048,
-    on_step: Callable[[int, int, float], None] = lambda i, n, v: None,
+    on_step: Callable[[int, int, float], None] = lambda i, n, v: None, confine_to: Scheme | None = None,
 ) -> dict:
-    """Unlearn ``start`` in place and write it to ``out``; returns the record saved as unlearning.json."""
+    """Unlearn ``start`` in place and write it to ``out``; returns the record saved as unlearning.json.
+    ``confine_to``: keep every weight in its cell of the starting model's grid under that scheme (the
+    positive control, ``confine.py``)."""
     if out.exists():
         raise InputError(f"{out}: already exists; choose a new directory")
     tok, model = start.tokenizer, start.model
@@ -51,12 +55,17 @@ def run_unlearning(
         model.train()
         smap = saliency_map(model, batches, loss_fn, sure.percentile, sure.per_layer)
         trainable = freeze_all_but(model, smap, sure.per_layer)
-    history = unlearn(model, f, r, tok.pad_token_id, cfg, original=frozen_ref, on_step=on_step)
+    confine = Confinement(model, confine_to) if confine_to is not None else None
+    history = unlearn(model, f, r, tok.pad_token_id, cfg, original=frozen_ref, on_step=on_step, confine=confine)
     record = {
         "method": cfg.method,
         "hyperparameters": cfg.to_dict() | {"max_length": max_length, "optimizer": "AdamW (weight_decay 0)",
                                              "schedule": "constant"},
         "sure": None if smap is None else {**smap.to_dict(), "per_layer": sure.per_layer, "trainable": trainable},
+        # A constructed model: Q(unlearned) = Q(start) exactly under this scheme, whatever full precision does.
+        "confined_to": None if confine_to is None else {"scheme": confine_to.name, **confine_to.params(),
+                                                        "construction": "projected onto the start's grid cells after every step "
+                                                                        "(Egashira et al., NeurIPS 2024)"},
         "seed": cfg.seed,
         "start_model": {"path": start.path, "files": start.file_hashes},
         "original_model": None if original is None else {"path": original.path, "files": original.file_hashes},

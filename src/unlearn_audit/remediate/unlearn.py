@@ -51,9 +51,10 @@ def loss(model, original, method: str, forget, retain, alpha: float, beta: float
 
 def unlearn(
     model, forget: Sequence[Sequence[int]], retain: Sequence[Sequence[int]], pad_id: int, cfg: UnlearnConfig,
-    original=None, on_step: Callable[[int, int, float], None] = lambda i, n, v: None,
+    original=None, on_step: Callable[[int, int, float], None] = lambda i, n, v: None, confine=None,
 ) -> list[float]:
-    """Run ``cfg.steps`` AdamW steps on the trainable parameters; returns the loss per step."""
+    """Run ``cfg.steps`` AdamW steps on the trainable parameters; returns the loss per step. With
+    ``confine`` (a ``confine.Confinement``), every step is projected back onto the original's grid cells."""
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; known: {', '.join(METHODS)}")
     if original is None and (cfg.method.startswith("npo") or cfg.method.endswith("klr")):
@@ -63,6 +64,8 @@ def unlearn(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     model.train()
+    if confine is not None:
+        confine.project()
     history = []
     for step in range(cfg.steps):
         f = make_batch(rng.sample(list(forget), min(cfg.batch_size, len(forget))), pad_id)
@@ -71,6 +74,8 @@ def unlearn(
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
+        if confine is not None:
+            confine.project()
         history.append(value.item())
         on_step(step + 1, cfg.steps, history[-1])
     model.eval()
