@@ -328,3 +328,29 @@ def test_pickle_weights_load_exactly_the_hashed_file_and_are_checked_alike(base,
     _same_model(loaded.model, load_checkpoint(base).model)
     renamed = _pickled(base, tmp_path / "renamed", {k.replace("model.", "backbone."): v for k, v in tensors.items()})
     _refused(renamed, "missing", "unexpected", allow_pickle=True)
+
+
+def test_a_hugging_face_cache_snapshot_loads_through_its_blob_links(base, tmp_path):
+    """``<repo>/snapshots/<rev>/`` holds links to ``<repo>/blobs/<sha>``: the way most checkpoints sit on
+    disk. They load, with the same hashes as the plain directory; a link anywhere else is still refused."""
+    import hashlib
+    import os
+
+    plain = base
+    repo = tmp_path / "models--vendor--tiny"
+    (repo / "blobs").mkdir(parents=True)
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    for f in plain.iterdir():
+        blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        blob.write_bytes(f.read_bytes())
+        os.symlink(os.path.relpath(blob, snap), snap / f.name)
+    a, b = load_checkpoint(plain), load_checkpoint(snap)
+    assert a.file_hashes == b.file_hashes
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    outside = tmp_path / "elsewhere.safetensors"
+    outside.write_bytes((plain / "model.safetensors").read_bytes())
+    (snap / "model.safetensors").unlink()
+    os.symlink(outside, snap / "model.safetensors")
+    with pytest.raises(InputError, match="is a link to"):
+        load_checkpoint(snap)

@@ -202,12 +202,21 @@ def _inside(path: Path, name: str, named_by: Path) -> Path:
         if not file.is_file():
             raise InputError(f"{named_by}: weight file {name!r} is missing or not a file")
         target = file.resolve()
-        inside = target.parent == path.resolve()
+        inside = target.parent in _homes(path)
     except (OSError, RuntimeError) as exc:  # a name too long for the file system; a loop of links
         raise InputError(f"{named_by}: weight file {name!r} is unusable ({_first_line(exc)})") from None
     if not inside:
         raise InputError(f"{named_by}: weight file {name!r} is a link to {target}; weight files must lie inside {path}")
     return file
+
+
+def _homes(path: Path) -> tuple[Path, ...]:
+    """Where a checkpoint's weight files may really lie: the directory itself and, for a Hugging Face
+    cache snapshot (``<repo>/snapshots/<revision>/``, whose files are links to ``<repo>/blobs/``), the
+    repo's blobs folder. Nowhere else."""
+    real = path.resolve()
+    blobs = real.parent.parent / "blobs"
+    return (real, blobs) if real.parent.name == "snapshots" and blobs.is_dir() else (real,)
 
 
 def _names(files: list[Path]) -> str:
