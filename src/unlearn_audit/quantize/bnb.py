@@ -83,6 +83,11 @@ class BitsAndBytes(Scheme):
         #   CPU (NotImplementedError), which transformers re-raises as a RuntimeError about the conversion.
         except (ImportError, RuntimeError) as exc:
             raise SchemeUnavailable(f"bitsandbytes could not quantize this model here: {exc}") from None
+        # - OSError: transformers reloads the directory by its standard file names, and the tool's own loader
+        #   also accepts a single safetensors file of another name (models/loading.py), which it cannot find.
+        except OSError as exc:
+            raise SchemeUnavailable(f"bitsandbytes reloads {checkpoint.path} by transformers' standard weight file "
+                                    f"names and could not ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         for module in model.modules():
             if isinstance(module, bnb.nn.Linear4bit):
                 module.support_avx512bf16_for_cpu = False
