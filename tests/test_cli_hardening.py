@@ -2,7 +2,9 @@
 short-context models, one-line warnings and leftover merged copies."""
 
 import json
+import os
 import shutil
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -195,3 +197,34 @@ def test_warnings_become_one_prefixed_line(bench, tmp_path, capsys, monkeypatch)
     assert any(line.startswith("unlearn-audit: warning: ") and "line1 line2" in line for line in lines), err
     assert all(line.startswith("unlearn-audit: ") for line in lines), err
     assert warnings.showwarning is before  # main() puts the process's hook back
+
+
+# 6. leftover merged copies of a killed run
+
+def test_merge_removes_leftovers_of_dead_runs_only(bench, tmp_path, monkeypatch):
+    peft = pytest.importorskip("peft")
+    import tempfile
+
+    from unlearn_audit.models.adapter import merge_adapter
+    from unlearn_audit.models.loading import load_checkpoint
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead_pid = subprocess.Popen(["true"])
+    dead_pid.wait()  # reaped: the pid no longer runs
+    dead, live = tmp_path / "unlearn-audit-merged-dead", tmp_path / "unlearn-audit-merged-live"
+    for d, pid in ((dead, dead_pid.pid), (live, os.getpid())):
+        (d / "model").mkdir(parents=True)
+        (d / "model" / "model.safetensors").write_bytes(b"x" * 100)
+        (d / "pid").write_text(str(pid))
+    other = tmp_path / "someone-elses-dir"
+    other.mkdir()
+
+    torch.manual_seed(0)
+    model = peft.get_peft_model(load_checkpoint(bench["clean"]).model,
+                                peft.LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj"], init_lora_weights=False))
+    model.save_pretrained(tmp_path / "adapter")
+    merged = merge_adapter(load_checkpoint(bench["clean"]), tmp_path / "adapter")
+    made = Path(merged.path).parent
+    assert made.parent == tmp_path and made.name.startswith("unlearn-audit-merged-")
+    assert (made / "pid").read_text().split()[0] == str(os.getpid())
+    assert not dead.exists() and live.is_dir() and other.is_dir()

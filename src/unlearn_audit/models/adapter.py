@@ -15,8 +15,10 @@ import that a config could name. A pickle ``adapter_model.bin`` is refused unles
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
+import socket
 import tempfile
 import warnings
 import weakref
@@ -30,6 +32,8 @@ from .loading import Checkpoint, read_dir_config, refused_global, write_checkpoi
 WEIGHTS = "adapter_model.safetensors"
 PICKLE = "adapter_model.bin"
 CONFIG = "adapter_config.json"
+MERGED_PREFIX = "unlearn-audit-merged-"  # the temporary merged copies, recognisable to sweep_merged_leftovers
+_OWNER = "pid"
 _RECORDED = ("peft_type", "r", "lora_alpha", "target_modules", "use_rslora", "use_dora", "modules_to_save", "base_model_name_or_path")
 
 
@@ -101,6 +105,7 @@ def _weights(path: Path) -> tuple[dict, str]:
 def merge_adapter(base: Checkpoint, adapter_dir: str | Path, allow_pickle: bool = False) -> MergedCheckpoint:
     """Merge the LoRA adapter in ``adapter_dir`` into ``base`` (whose model it modifies in place) and
     return the merged checkpoint, with a temporary on-disk copy of the merged model."""
+    sweep_merged_leftovers()
     p = Path(adapter_dir)
     raw_config = check_adapter_dir(p, allow_pickle)
     peft = require_peft()
@@ -126,7 +131,8 @@ def merge_adapter(base: Checkpoint, adapter_dir: str | Path, allow_pickle: bool 
     if missing:
         raise InputError(f"{p / weights_file}: {len(missing)} adapter tensor(s) missing (e.g. {missing[0]})")
     merged = model.merge_and_unload().eval()
-    tmp = Path(tempfile.mkdtemp(prefix="unlearn-audit-merged-"))
+    tmp = Path(tempfile.mkdtemp(prefix=MERGED_PREFIX))
+    (tmp / _OWNER).write_text(f"{os.getpid()} {socket.gethostname()}\n", encoding="utf-8")
     write_checkpoint(merged, base.tokenizer, tmp / "model")
     record = {
         "path": str(p),
@@ -139,6 +145,42 @@ def merge_adapter(base: Checkpoint, adapter_dir: str | Path, allow_pickle: bool 
                                    file_hashes=dict(base.file_hashes), base_path=base.path, adapter=record)
     weakref.finalize(merged_ckpt, shutil.rmtree, tmp, True)
     return merged_ckpt
+
+
+def sweep_merged_leftovers() -> list[Path]:
+    """Remove the merged copies (a full float32 model each) that runs killed without cleanup left in the
+    temporary directory: a SIGKILL runs no finalizer. A copy is removed only when its pid file names a
+    process of this host that no longer runs; one without a pid file may be a run still starting, and one
+    from another host (a shared /tmp) is not ours to judge. Returns what was removed."""
+    removed = []
+    for leftover in Path(tempfile.gettempdir()).glob(MERGED_PREFIX + "*"):
+        try:
+            owner = (leftover / _OWNER).read_text(encoding="utf-8").split()
+            pid = int(owner[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if len(owner) > 1 and owner[1] != socket.gethostname():
+            continue
+        if pid != os.getpid() and not _running(pid):
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if os.name == "nt":  # os.kill there terminates the process instead of probing it: keep the copy
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    except OSError:
+        return True  # cannot tell: keep the copy
+    return True
 
 
 def _first_line(exc: BaseException) -> str:
