@@ -104,3 +104,30 @@ def test_a_cache_that_is_not_a_directory_or_holds_junk_is_noted_not_a_crash(benc
         main([str(a) for a in [*base, "--out", good]])
     report = json.loads(capsys.readouterr().out)
     assert report["run"]["resumed_variants"] == [] and any("malformed" in n for n in report["config"]["notes"])
+
+
+def test_files_beside_the_weights_are_hashed_and_key_the_cache(bench, tmp_path, capsys, monkeypatch):
+    """A changed tokenizer or generation config with the same weights is a different model to audit."""
+    import shutil
+
+    from unlearn_audit.cli import main
+    from unlearn_audit.data import sha256_file
+
+    monkeypatch.setenv("UNLEARN_AUDIT_CACHE_SECRET_FILE", str(tmp_path / "secret"))
+    model = shutil.copytree(bench["memoriser"], tmp_path / "model")
+    args = ["audit", model, "--forget", bench["forget"], "--holdout", bench["holdout"], "--schemes", "fp32",
+            "--format", "json", "--out", tmp_path / "out"]
+    reports = []
+    for change in (None, None, "edit"):
+        if change:
+            config = json.loads((model / "generation_config.json").read_text())
+            (model / "generation_config.json").write_text(json.dumps({**config, "temperature": 0.7}))
+        with pytest.raises(SystemExit):
+            main([str(a) for a in args])
+        reports.append(json.loads(capsys.readouterr().out))
+    side = reports[0]["inputs"]["model"]["side_files"]
+    assert {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"} <= set(side)
+    assert side["tokenizer.json"] == sha256_file(model / "tokenizer.json")
+    assert reports[1]["run"]["resumed_variants"] == ["fp32"]  # nothing changed: resumed
+    assert reports[2]["run"]["resumed_variants"] == []  # the generation config changed: recomputed
+    assert reports[2]["inputs"]["model"]["side_files"]["generation_config.json"] != side["generation_config.json"]

@@ -65,6 +65,7 @@ class Checkpoint:
     tokenizer: PreTrainedTokenizerBase
     file_hashes: dict[str, str] = field(default_factory=dict)
     weights_format: str = "safetensors"  # or "pickle" (only with allow_pickle, read with weights_only=True)
+    side_files: dict[str, str] = field(default_factory=dict)  # config, tokenizer, generation config: SIDE_FILES
 
     @property
     def config_summary(self) -> dict:
@@ -442,11 +443,23 @@ def _generation_config(path: Path) -> GenerationConfig:
         raise InputError(f"{path}: cannot read the generation config ({_first_line(exc)})") from None
 
 
+# Files beside the weights that shape what the probes see: the architecture, the tokenization (a permuted
+# tokenizer.json changes every score while the weights stay the same), the generation settings the
+# report records, and a chat template. Each one present is hashed before it is read.
+SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+              "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json")
+
+
+def side_file_hashes(path: Path) -> dict[str, str]:
+    return {name: sha256_file(path / name) for name in SIDE_FILES if (path / name).is_file()}
+
+
 def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu", allow_pickle: bool = False) -> Checkpoint:
     """Load a local causal-LM directory (safetensors only unless ``allow_pickle``, no remote code) in float32,
     from exactly the weight files ``weight_files`` chooses, all of which (and the index) are hashed."""
     p = Path(path)
     _, files = _inspect(p, role, allow_pickle, pickle_flag=True)
+    side = side_file_hashes(p)  # before they are read, so the end-of-run re-hash sees any edit after this
     _refuse_tokenizer_code(p)
     config = _model_config(p)  # before the tokenizer, which reads config.json too and would word its errors
     try:
@@ -462,7 +475,7 @@ def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu", 
         tokenizer.pad_token = tokenizer.eos_token
     hashes = {f.name: sha256_file(f) for f in files.read}
     return Checkpoint(path=str(p), role=role, model=model, tokenizer=tokenizer, file_hashes=hashes,
-                      weights_format=files.format)
+                      weights_format=files.format, side_files=side)
 
 def write_checkpoint(model, tokenizer, out: Path, extra: dict[str, str] | None = None) -> Path:
     """Save a model, its tokenizer and any extra text files as one HF directory, atomically: everything is

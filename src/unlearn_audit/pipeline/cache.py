@@ -3,7 +3,8 @@ recomputes nothing that is already done.
 
 A variant's entry holds everything the model produced for it (the audited model's and the original's
 probe outputs, and the weight forensics). Its key hashes every input that can change those outputs:
-the tool version, the probe definitions, each model's weight-file hashes, each data file's hash, the
+the tool version, the probe definitions, each model's weight-file hashes and its config, tokenizer and
+generation files (``side_files``), each data file's hash, the
 scheme with its parameters, and the prompt and backend settings. Change any of them and the entry is
 simply not found. Entries are written atomically, so a killed run leaves whole entries or none.
 
@@ -35,8 +36,9 @@ def variant_key(scheme, ckpt, original, data: AuditData, cfg: AuditConfig) -> st
         "tool": __version__,
         "probes": definitions(),
         "model": ckpt.file_hashes,
+        "model_side_files": ckpt.side_files,  # a different tokenizer or generation config changes the outputs
         **({"adapter": ckpt.adapter["files"]} if getattr(ckpt, "adapter", None) else {}),  # --adapter: merged weights differ
-        "original": None if original is None else original.file_hashes,
+        "original": None if original is None else [original.file_hashes, original.side_files],
         "data": {k: getattr(v, "sha256", None) for k, v in vars(data).items()},
         "scheme": {"name": scheme.name, **scheme.params()},
         "muse_strict": cfg.muse_strict,

@@ -52,7 +52,7 @@ def changed_inputs(data: AuditData, models: list) -> tuple[list[str], list[str]]
             changed.append(ts.path)
     for m in models:
         # a merged adapter (--adapter) came from the base's files and the adapter's, not from its temporary copy
-        files = m.source_files() if hasattr(m, "source_files") else {Path(m.path) / n: d for n, d in m.file_hashes.items()}
+        files = m.source_files() if hasattr(m, "source_files") else {Path(m.path) / n: d for n, d in {**m.file_hashes, **m.side_files}.items()}
         for f, digest in files.items():
             if not f.is_file() or sha256_file(f) != digest:
                 changed.append(str(f))

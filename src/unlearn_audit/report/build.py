@@ -36,6 +36,8 @@ def _model(ckpt) -> dict | None:
     if ckpt is None:
         return None
     out = {"path": ckpt.path, "files": ckpt.file_hashes, "config": ckpt.config_summary}
+    if ckpt.side_files:  # config, tokenizer and generation files: they shape the outputs as much as the weights
+        out["side_files"] = ckpt.side_files
     if ckpt.weights_format != "safetensors":  # only with --allow-pickle
         out["weights_format"] = f"{ckpt.weights_format} (torch.load weights_only=True)"
     # What the checkpoint's generation config asks of generate(), which the probes ignore (models/hf.py decodes
