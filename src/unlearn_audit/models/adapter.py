@@ -48,7 +48,7 @@ class MergedCheckpoint(Checkpoint):
 
     def source_files(self) -> dict[Path, str]:
         """Every file the merged model came from, with the sha256 it had when read."""
-        files = {Path(self.base_path) / name: digest for name, digest in self.file_hashes.items()}
+        files = {Path(self.base_path) / name: digest for name, digest in {**self.file_hashes, **self.side_files}.items()}
         files.update({Path(self.adapter["path"]) / name: digest for name, digest in self.adapter["files"].items()})
         return files
 
@@ -142,7 +142,8 @@ def merge_adapter(base: Checkpoint, adapter_dir: str | Path, allow_pickle: bool 
         "merge": "peft merge_and_unload into the base's float32 weights; every scheme quantizes the merged model",
     }
     merged_ckpt = MergedCheckpoint(path=str(tmp / "model"), role=base.role, model=merged, tokenizer=base.tokenizer,
-                                   file_hashes=dict(base.file_hashes), base_path=base.path, adapter=record)
+                                   file_hashes=dict(base.file_hashes), side_files=dict(base.side_files), base_path=base.path,
+                                   adapter=record)
     weakref.finalize(merged_ckpt, shutil.rmtree, tmp, True)
     return merged_ckpt
 
