@@ -228,3 +228,21 @@ def test_merge_removes_leftovers_of_dead_runs_only(bench, tmp_path, monkeypatch)
     assert made.parent == tmp_path and made.name.startswith("unlearn-audit-merged-")
     assert (made / "pid").read_text().split()[0] == str(os.getpid())
     assert not dead.exists() and live.is_dir() and other.is_dir()
+
+
+def test_markup_in_reasons_and_names_is_printed_as_text(audited):
+    """The console table prints reasons and names from the report: a "[/]" there is text, not markup."""
+    import io
+
+    from rich.console import Console
+
+    from unlearn_audit.report.console import render
+
+    report = json.loads((audited / "report.json").read_text())
+    payload = "bad [/] close [bold]tag"
+    report["verdict_reason"] = payload
+    report["checks"][0] = {**report["checks"][0], "status": "FAIL", "reason": payload}
+    report["variants"].append({"name": "x[/]", "scheme": "x", "bits": 4, "status": "skipped", "reason": payload})
+    buf = io.StringIO()
+    render(report, Console(file=buf, width=400))
+    assert buf.getvalue().count(payload) >= 3 and "x[/]" in buf.getvalue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..policy import worst
@@ -34,18 +35,19 @@ def render(report: dict, console: Console) -> None:
     for v in report["variants"]:
         status = worst(c["status"] for c in report["checks"] if c["variant"] == v["name"])
         if v["status"] != "built":
-            table.add_row(v["name"], *["-"] * len(present), f"SKIPPED: {v['reason']}")
+            table.add_row(escape(v["name"]), *["-"] * len(present), escape(f"SKIPPED: {v['reason']}"))
             continue
-        table.add_row(v["name"], *[_cell(results.get((v["name"], p, m)), d) for p, m, _, d in present], status)
+        table.add_row(escape(v["name"]), *[_cell(results.get((v["name"], p, m)), d) for p, m, _, d in present], status)
     console.print(table)
     for c in report["checks"]:
         if c["status"] in ("FAIL", "INCONCLUSIVE"):
-            console.print(f"  {c['status']:<12} {c['variant']:<12} {c['check']:<9} {c['reason']}")
+            console.print(f"  {c['status']:<12} {c['variant']:<12} {c['check']:<9} {c['reason']}", markup=False)
     resumed = report["run"].get("resumed_variants")
     if resumed:
         console.print(f"  read from the resume cache, not recomputed: {', '.join(resumed)}", markup=False)
     colour = {"PASS": "green", "FAIL": "red"}.get(report["verdict"], "yellow")
-    console.print(f"[bold {colour}]VERDICT: {report['verdict']}[/] — {report['verdict_reason']}")
+    # Reasons quote paths and texts from the inputs: escaped, so a "[/]" in them is text, not markup.
+    console.print(f"[bold {colour}]VERDICT: {escape(report['verdict'])}[/] — {escape(report['verdict_reason'])}")
 
 
 def render_comparison(before: dict, after: dict, console: Console, labels=("before", "after")) -> None:
@@ -62,9 +64,9 @@ def render_comparison(before: dict, after: dict, console: Console, labels=("befo
     for v in before["variants"]:
         name = v["name"]
         cells = [f"{_short(rb.get((name, *key)))} → {_short(ra.get((name, *key)))}" for key in cols]
-        table.add_row(name, *cells, worst(c["status"] for c in after["checks"] if c["variant"] == name))
+        table.add_row(escape(name), *cells, worst(c["status"] for c in after["checks"] if c["variant"] == name))
     console.print(table)
-    console.print(f"verdict: {before['verdict']} → {after['verdict']} — {after['verdict_reason']}")
+    console.print(f"verdict: {before['verdict']} → {after['verdict']} — {after['verdict_reason']}", markup=False)
 
 
 def _short(r: dict | None) -> str:
@@ -78,7 +80,7 @@ def render_diff(result: dict, console: Console) -> None:
         table.add_column(col, justify="left" if col in ("scheme", "most changed modules") else "right")
     for name, r in result["schemes"].items():
         if r["status"] != "measured":
-            table.add_row(name, "-", "-", "-", f"skipped: {r['reason']}")
+            table.add_row(escape(name), "-", "-", "-", escape(f"skipped: {r['reason']}"))
             continue
         med = r["median_dw_over_step"]
         table.add_row(name, f"{r['code_overlap']:.2%}", f"{r['scale_changed']:.2%}", "-" if med is None else f"{med:.3f}",
