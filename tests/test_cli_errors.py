@@ -92,7 +92,7 @@ def test_model_directory_problems(untrained, sets, capsys, tmp_path):
     (empty / "config.json").write_text("[1, 2]")  # valid JSON, but not a config
     one_line_error(*run(["audit", empty, *base], capsys), "config.json", "expected a JSON object")
     (empty / "config.json").write_text("[" * 100_000)
-    one_line_error(*run(["audit", empty, *base], capsys), "config.json", "unreadable audited config")
+    one_line_error(*run(["audit", empty, *base], capsys), "config.json", "invalid JSON (nested too deeply)")
 
     pickled = tmp_path / "pickled"
     pickled.mkdir()

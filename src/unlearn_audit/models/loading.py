@@ -21,7 +21,6 @@ pickle that names any other callable (the ``__reduce__`` trick) is refused befor
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -89,9 +88,10 @@ def read_dir_config(path: Path, role: str, kind: str, name: str) -> dict:
     if not config_file.is_file():
         raise InputError(f"{path}: no {name}; not {kind}")
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
-        raise InputError(f"{config_file}: unreadable {role} config ({str(exc) or type(exc).__name__})") from None
+        text = config_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{config_file}: unreadable {role} config (not UTF-8 at byte {exc.start})") from None
+    config = parse(text, str(config_file))
     if not isinstance(config, dict):
         raise InputError(f"{config_file}: expected a JSON object")
     return config

@@ -100,7 +100,12 @@ def run(model: LanguageModel, sequences, split: str, zlib_bytes: Sequence[int] |
 def headline(defs: dict | None = None) -> str:
     """The Min-K% statistic that AUC and PrivLeak are reported for (MUSE's ``forget_holdout_Min-40%``).
     ``defs`` is a report's recorded probe definitions, so a report is read with the k it was made with."""
-    return f"min_k_{round((defs or definitions())['mink']['headline_k'] * 100)}"
+    return f"min_k_{headline_percent(defs)}"
+
+
+def headline_percent(defs: dict | None = None) -> int:
+    """k of the headline statistic, in percent (40 for MUSE's Min-40%)."""
+    return round((defs or definitions())["mink"]["headline_k"] * 100)
 
 
 @dataclass(frozen=True)
@@ -115,9 +120,9 @@ class MinK(Probe):
     name = "mink"
     paper = "Min-K% Prob (Shi et al., 2024) with MUSE's AUC and PrivLeak; Zhang et al. (ICLR 2025) Eq. 13"
     steps = (Step("forget", "evidence"), Step("holdout", "evidence"))
-    checks = (CheckSpec("privleak", "privleak", "privleak_abs_max", True, f"PrivLeak (Min-K% {headline()[6:]})", "memorisation",
+    checks = (CheckSpec("privleak", "privleak", "privleak_abs_max", True, f"PrivLeak (Min-K% {headline_percent()})", "memorisation",
                         ("auc", "privleak")),)
-    columns = (Column("auc", f"AUC (Min-{headline()[6:]}%)"), Column("original_auc", "original's AUC"), Column("privleak", "PrivLeak %", 1))
+    columns = (Column("auc", f"AUC (Min-{headline_percent()}%)"), Column("original_auc", "original's AUC"), Column("privleak", "PrivLeak %", 1))
 
     def prepare(self, tokenizer, data, cfg, context_length, notes) -> Prepared:
         items = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from markupsafe import Markup
 
 from ..policy import worst
-from ..probes.mink import headline
+from ..probes.mink import headline, headline_percent
 from ..probes.registry import checks as probe_checks
 from . import svg
 from .console import COLUMNS
@@ -91,7 +91,7 @@ def mia(report: dict) -> list[dict]:
         f, h = scores.get((v["name"], "forget")), scores.get((v["name"], "holdout"))
         if f is None or h is None:
             continue
-        out.append({"variant": v["name"], "hist": Markup(svg.distributions(f, h, f"{v['name']}: Min-K% {top[6:]} scores")),
+        out.append({"variant": v["name"], "hist": Markup(svg.distributions(f, h, f"{v['name']}: Min-K% {headline_percent(report['config']['probes'])} scores")),
                     "roc": Markup(svg.roc(f, h, f"{v['name']}: ROC"))})
     return out
 
