@@ -64,3 +64,22 @@ def schema_errors(report: dict) -> list[str]:
 
     schema = json.loads((data_dir("report_templates") / "report.schema.json").read_text())
     return [f"{list(e.path)}: {e.message}" for e in jsonschema.Draft202012Validator(schema).iter_errors(report)]
+
+
+def run(args, capsys) -> tuple[int, str]:
+    """The command line run in-process: its exit code and what it wrote to stderr."""
+    from unlearn_audit.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    return exc.value.code, capsys.readouterr().err
+
+
+def one_line_error(code: int, err: str, *needles: str) -> None:
+    """Exit 2 with exactly one stderr line, the tool's own, holding every needle."""
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("unlearn-audit: error: ") and "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import schema_errors
+from conftest import one_line_error, run, schema_errors
 from unlearn_audit.benchmark import tiny
 from unlearn_audit.cli import main
 from unlearn_audit.models.loading import write_checkpoint
@@ -25,22 +25,6 @@ def sets(tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_text("".join(json.dumps({"text": f"document number {i}"}) + "\n" for i in range(12)))
     return tmp_path, good
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return exc.value.code, captured.err
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if line]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("unlearn-audit: error: ") and "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.mark.parametrize(

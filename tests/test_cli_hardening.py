@@ -11,27 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import one_line_error, run
 from unlearn_audit.benchmark import tiny
 from unlearn_audit.cli import main
 from unlearn_audit.models.loading import write_checkpoint
 
 WEIRD = "a[/]b[bold]"
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return exc.value.code, captured.err
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if line]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("unlearn-audit: error: ") and "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def audit_args(bench, model, *extra):
