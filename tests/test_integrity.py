@@ -176,3 +176,28 @@ def test_a_data_set_read_from_a_pipe_is_hashed_as_read_not_reported_as_changed(b
     assert exc.value.code == 1 and report["verdict"] == "FAIL" and not report["findings"]
     assert report["inputs"]["forget"]["sha256"] == __import__("hashlib").sha256(content).hexdigest()
     assert any("not a regular file (a pipe)" in n for n in report["config"]["notes"])
+
+
+def test_a_rename_failing_halfway_leaves_the_previous_report_set(tmp_path, monkeypatch):
+    """The three report files are one unit: if the last rename fails, the earlier ones are rolled back."""
+    from unlearn_audit.report.write import write_files_atomic
+
+    names = ("samples.jsonl", "report.html", "report.json")
+    write_files_atomic({tmp_path / n: f"old {n}" for n in names})
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if str(dst).endswith("report.json") and not str(src).endswith(".previous") and ".tmp" in str(src):
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError):
+        write_files_atomic({tmp_path / n: f"new {n}" for n in names})
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert {n: (tmp_path / n).read_text() for n in names} == {n: f"old {n}" for n in names}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temporary or set-aside file left
+    write_files_atomic({tmp_path / n: f"new {n}" for n in names})
+    assert {n: (tmp_path / n).read_text() for n in names} == {n: f"new {n}" for n in names}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)

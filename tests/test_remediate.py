@@ -169,10 +169,14 @@ def test_unlearn_bad_options_are_one_line_errors(setup, tmp_path, capsys):
     src = write_checkpoint(model, tok, tmp_path / "orig")
     write_jsonl(tmp_path / "f.jsonl", [{"text": t} for t in TEXTS])
     base = ["unlearn", src, "--forget", tmp_path / "f.jsonl", "--retain", tmp_path / "f.jsonl"]
+    capsys.readouterr()  # writing the checkpoint may have drawn a progress bar on stderr
     for extra, needle in (
         (["--sure", "--saliency-percentile", "150", "--out", tmp_path / "a"], "between 0 and 100"),
         (["--out", src], "already exists"),
         (["--retain", tmp_path / "missing.jsonl", "--out", tmp_path / "b"], "not found"),
+        (["--lr", "-1", "--out", tmp_path / "c"], "--lr must be a positive number"),
+        (["--method", "npo", "--beta", "0", "--out", tmp_path / "d"], "--beta must be a positive number"),
+        (["--alpha", "nan", "--out", tmp_path / "e"], "--alpha must be a non-negative number"),
     ):
         with pytest.raises(SystemExit) as exc:
             main([str(a) for a in base + extra])

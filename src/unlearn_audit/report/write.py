@@ -61,9 +61,33 @@ def write_files_atomic(files: dict[Path, str]) -> None:
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
-        for tmp, path in temps:
-            os.replace(tmp, path)
+        _swap_in(temps)
     except BaseException:
         for tmp, _ in temps:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _swap_in(temps: list[tuple[str, Path]]) -> None:
+    """Rename each finished temporary file over its target. If one rename fails, the targets already
+    replaced get their previous file back (or are removed when they had none), so a reader never finds a
+    new samples.jsonl beside an old report.json; the previous files are kept aside until all succeeded."""
+    done: list[tuple[Path, Path | None]] = []  # (target, where its previous version was put aside)
+    try:
+        for tmp, path in temps:
+            aside = None
+            if path.exists():
+                aside = path.with_name(f".{path.name}.{os.getpid()}.previous")
+                os.replace(path, aside)
+            done.append((path, aside))
+            os.replace(tmp, path)
+    except BaseException:
+        for path, aside in reversed(done):
+            if aside is not None:
+                os.replace(aside, path)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+    for _, aside in done:
+        if aside is not None:
+            aside.unlink(missing_ok=True)
