@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from unlearn_audit.benchmark import tiny
+from unlearn_audit.errors import InputError
 from unlearn_audit.models.batch import make_batch
-from unlearn_audit.models.loading import write_checkpoint
+from unlearn_audit.models.loading import load_checkpoint, write_checkpoint
 from unlearn_audit.quantize.base import quantizable_modules
 from unlearn_audit.remediate import losses, saliency
 from unlearn_audit.remediate.unlearn import UnlearnConfig, unlearn
@@ -208,3 +209,47 @@ def test_remediate_verify_honours_device_policy_and_fail_on(setup, tmp_path, cap
     with pytest.raises(SystemExit) as exc:  # a bad --device is refused before any training
         main([str(a) for a in base[:-1] + ["tpu", "--out", tmp_path / "x"]])
     assert exc.value.code == 2 and "--device must be" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_the_paper_presets_follow_appendix_d():
+    from unlearn_audit.remediate.presets import preset_defaults, unlearn_config
+
+    assert preset_defaults(None, "ga_gdr", False) == {"epochs": 5, "alpha": 1.0, "saliency_percentile": 90.0}
+    assert preset_defaults("paper-news", "npo_gdr", False) == {"epochs": 10, "alpha": 1.0, "saliency_percentile": 90.0}
+    assert preset_defaults("paper-books", "npo_gdr", False) == {"epochs": 5, "alpha": 300.0, "saliency_percentile": 90.0}
+    assert preset_defaults("paper-books", "ga_klr", False)["alpha"] == 2.0  # Table 5
+    assert preset_defaults("paper-news", "ga_gdr", True) == {"epochs": 10, "alpha": 400.0, "saliency_percentile": 99.0}  # Table 6
+    cfg = unlearn_config("npo_klr", None, False, 10, None, 8, 2.0, 0.1, 0, 40, "bfloat16")
+    assert (cfg.lr, cfg.steps, cfg.train_dtype) == (1e-5, 50, "bfloat16")
+    with pytest.raises(InputError, match="--train-dtype"):
+        unlearn_config("ga", None, False, 1, None, 8, 1.0, 0.1, 0, 8, "float16")
+
+
+def test_bfloat16_unlearning_keeps_model_and_optimizer_in_bfloat16(setup, tmp_path, capsys):
+    """The paper's numerics: no float32 master copy, so the written checkpoint is bfloat16 and the
+    unlearning record says so; updates below a weight's bfloat16 spacing round away."""
+    import json
+
+    from safetensors import safe_open
+
+    from unlearn_audit.cli import main
+
+    src = _remediate_inputs(setup, tmp_path)
+    out = tmp_path / "bf16"
+    args = ["unlearn", src, "--forget", tmp_path / "f.jsonl", "--retain", tmp_path / "r.jsonl", "--method", "ga_gdr",
+            "--preset", "paper-news", "--train-dtype", "bfloat16", "--steps", "2", "--batch-size", "4", "--out", out]
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    assert exc.value.code in (0, None), capsys.readouterr().err
+    record = json.loads((out / "unlearning.json").read_text())
+    assert record["hyperparameters"]["train_dtype"] == "bfloat16" and record["hyperparameters"]["lr"] == 1e-5
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+    before = load_checkpoint(src).model.state_dict()
+    after = load_checkpoint(out).model.state_dict()
+    name = next(k for k in before if k.endswith("q_proj.weight"))
+    moved = (before[name].bfloat16().float() != after[name]).float().mean().item()
+    assert moved < 0.5  # at lr 1e-5 most bfloat16 weights cannot take the update at all
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args[:-1] + [tmp_path / "x", "--confine-to", "rtn-int4"]])
+    assert exc.value.code == 2 and "cannot be combined" in capsys.readouterr().err

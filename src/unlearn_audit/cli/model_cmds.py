@@ -76,17 +76,21 @@ def unlearn_command(
     retain: Path = typer.Option(..., help="Retain set, JSONL of {\"text\": ...}."),
     method: str = typer.Option("ga_gdr", help="ga, ga_gdr, ga_klr, npo, npo_gdr or npo_klr."),
     sure: bool = typer.Option(False, help="SURE: unlearn only the salient modules (paper Sec. 6.1)."),
-    saliency_percentile: float = typer.Option(90.0, help="SURE threshold γ, a percentile of module scores."),
+    saliency_percentile: Optional[float] = typer.Option(None, help="SURE threshold γ, a percentile of module scores (default 90)."),
     per_layer: bool = typer.Option(False, help="SURE scores whole layers instead of single Linear modules."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (default 1e-5, or 1e-4 with --sure)."),
-    epochs: int = typer.Option(5, min=1, help="Passes over the forget set (ignored when --steps is given)."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Passes over the forget set (default 5; ignored when --steps is given)."),
     steps: Optional[int] = typer.Option(None, min=1, help="Optimizer steps."),
     batch_size: int = typer.Option(8, min=1),
     max_length: int = typer.Option(2048, min=8, help="Tokens per training sequence."),
-    alpha: float = typer.Option(1.0, help="Retain-regularizer weight α."),
+    alpha: Optional[float] = typer.Option(None, help="Retain-regularizer weight α (default 1)."),
     beta: float = typer.Option(0.1, help="NPO β."),
     seed: int = typer.Option(0),
     out: Path = typer.Option(..., help="Directory for the unlearned checkpoint (must not exist)."),
+    preset: Optional[str] = typer.Option(None, help="The paper's settings: paper-news or paper-books (Appendix D; flags given "
+                                         "override them)."),
+    train_dtype: str = typer.Option("float32", help="float32, or bfloat16: model and optimizer state in bfloat16, "
+                                    "as the paper's runs had them."),
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
     confine_to: Optional[str] = typer.Option(None, help="Positive control: keep every weight in its cell of the start's "
                                              "grid under this rtn-* scheme, so Q(unlearned) = Q(start) (README)."),
@@ -96,23 +100,27 @@ def unlearn_command(
     from ..models.loading import load_checkpoint
     from ..quantize.registry import get_scheme
     from ..quantize.rtn import RTNScheme
-    from ..remediate.presets import unlearn_config
+    from ..remediate.presets import preset_defaults, unlearn_config
     from ..remediate.run import SureConfig, run_unlearning
 
-    check_percentile(saliency_percentile)
+    given = {"epochs": epochs, "alpha": alpha, "saliency_percentile": saliency_percentile}
+    knobs = {**preset_defaults(preset, method, sure), **{k: v for k, v in given.items() if v is not None}}
+    check_percentile(knobs["saliency_percentile"])
     if out.exists():
         raise InputError(f"{out}: already exists; choose a new directory")
     check_out(out)
     f, r = load_texts(forget), load_texts(retain)
-    cfg = unlearn_config(method, lr, sure, epochs, steps, batch_size, alpha, beta, seed, len(f.texts))
+    cfg = unlearn_config(method, lr, sure, knobs["epochs"], steps, batch_size, knobs["alpha"], beta, seed, len(f.texts), train_dtype)
     grid = get_scheme(confine_to) if confine_to is not None else None
     if grid is not None and not isinstance(grid, RTNScheme):
         raise InputError(f"--confine-to supports the rtn-* schemes, whose cells are intervals; got {confine_to}")
+    if grid is not None and train_dtype == "bfloat16":  # casting would move the pinned scale setters off the grid
+        raise InputError("--confine-to keeps float32 weights on the start's grid; it cannot be combined with --train-dtype bfloat16")
     start = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle)
     needs_ref = cfg.method.startswith("npo") or cfg.method.endswith("klr")
     reference = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle) if needs_ref else None
     with _TrainingBar(f"unlearning ({cfg.method}{' + SURE' if sure else ''})") as bar:
-        record = run_unlearning(start, reference, f, r, cfg, SureConfig(saliency_percentile, per_layer) if sure else None,
+        record = run_unlearning(start, reference, f, r, cfg, SureConfig(knobs["saliency_percentile"], per_layer) if sure else None,
                                 out, max_length, on_step=bar, confine_to=grid)
     if record["sure"]:
         say(f"SURE selected {len(record['sure']['selected'])} of {len(record['sure']['scores'])} units")

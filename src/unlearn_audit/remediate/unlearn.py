@@ -34,6 +34,10 @@ class UnlearnConfig:
     alpha: float = 1.0
     beta: float = 0.1
     seed: int = 0
+    # "bfloat16": model and AdamW state in bfloat16 with no float32 master copy, as the paper's runs had
+    # them (MUSE models loaded in bf16, HF Trainer with bf16=True). An update below ~|w|/512 then rounds
+    # away, so unlearning moves only the smallest weights: the ones 4-bit grids round to zero.
+    train_dtype: str = "float32"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +65,10 @@ def unlearn(
         raise ValueError(f"{cfg.method} needs the frozen original model")
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
+    if cfg.train_dtype == "bfloat16":
+        model.to(torch.bfloat16)
+        if original is not None:
+            original.to(torch.bfloat16)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     model.train()
