@@ -18,7 +18,7 @@ import torch
 
 from . import stats
 from .errors import InputError
-from .models.hf import HFModel
+from .models.hf import HFModel, context_length
 from .models.loading import Checkpoint, load_checkpoint
 from .pipeline.cache import VariantCache, variant_key
 from .pipeline.executor import LocalExecutor
@@ -182,8 +182,7 @@ def run_audit(
     tok = models.ckpt.tokenizer
     if not isinstance(data, AuditData):  # a directory layout (--muse, muse_dir.py) whose raw text is cut in tokens
         data = data.audit_data(tok)
-    context = getattr(models.ckpt.model.config, "max_position_embeddings", None)
-    work = build_workload(tok, context, data, cfg, schemes, provenance_notes(models.all(), data))
+    work = build_workload(tok, context_length(models.ckpt.model.config), data, cfg, schemes, provenance_notes(models.all(), data))
     timings["load_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

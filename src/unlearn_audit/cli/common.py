@@ -134,12 +134,11 @@ def audit_config(schemes: str, backend: str, policy: Optional[Path], device: str
     """The AuditConfig of ``audit`` and of ``remediate --verify`` alike: the scheme list parsed, the policy
     file read, the device resolved; ``settings`` are AuditConfig's other fields, validated there."""
     from ..pipeline.types import AuditConfig
-    from ..policy import Policy
     from ..quantize.registry import parse_schemes
 
     names = tuple(s.name for s in parse_schemes(schemes))  # the backend is applied when the audit resolves them
-    pol = Policy.from_toml(policy) if policy is not None else Policy()
-    source = {"policy_source": f"policy file {policy}"} if policy is not None else {}
+    pol, path = load_policy(policy)
+    source = {"policy_source": f"policy file {path}"} if path is not None else {}
     return AuditConfig(schemes=names, backend=backend, policy=pol, device=resolve_device(device, remote), dtype=dtype,
                        **source, **settings)
 

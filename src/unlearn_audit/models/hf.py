@@ -93,12 +93,7 @@ class HFModel:
         return lambda row, a, b: logits[row, a:b]
 
     def context_length(self) -> int | None:
-        """The positions the model can attend over (``max_position_embeddings``, GPT-2's ``n_positions``)."""
-        for name in ("max_position_embeddings", "n_positions"):
-            value = getattr(self.model.config, name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+        return context_length(self.model.config)
 
     @torch.inference_mode()
     def greedy(
@@ -147,6 +142,15 @@ class HFModel:
         for row, i in enumerate(batch):
             new = generated[row, width:].tolist()[: max_new_tokens[i]]
             out[i] = strip_after_eos(new, self.tokenizer.eos_token_id, self.pad_id)
+
+
+def context_length(config) -> int | None:
+    """The positions a model can attend over (``max_position_embeddings``, GPT-2's ``n_positions``)."""
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 @contextmanager
