@@ -178,6 +178,9 @@ def test_unlearn_bad_options_are_one_line_errors(setup, tmp_path, capsys):
         (["--lr", "-1", "--out", tmp_path / "c"], "--lr must be a positive number"),
         (["--method", "npo", "--beta", "0", "--out", tmp_path / "d"], "--beta must be a positive number"),
         (["--alpha", "nan", "--out", tmp_path / "e"], "--alpha must be a non-negative number"),
+        (["--preset", "paper-movies", "--out", tmp_path / "f"], "--preset must be one of paper-news, paper-books"),
+        (["--train-dtype", "float16", "--out", tmp_path / "g"], "--train-dtype must be float32 or bfloat16"),
+        (["--confine-to", "rtn-int9", "--out", tmp_path / "h"], "unknown scheme 'rtn-int9'"),
     ):
         with pytest.raises(SystemExit) as exc:
             main([str(a) for a in base + extra])
