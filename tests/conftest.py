@@ -83,3 +83,25 @@ def one_line_error(code: int, err: str, *needles: str) -> None:
     assert lines[0].startswith("unlearn-audit: error: ") and "Traceback" not in err
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def on_disk(model, path: Path):
+    """``model`` saved as safetensors and opened the way the audit opens a checkpoint: ``build`` streams
+    the weights from these files (``model`` itself is kept only for comparisons)."""
+    from types import SimpleNamespace
+
+    from unlearn_audit.models.loading import open_directory_weights
+
+    model.save_pretrained(path, safe_serialization=True)
+    source, _ = open_directory_weights(path, "test")
+    return SimpleNamespace(path=str(path), model=model, config=model.config, source=source, tokenizer=None)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` (tests/test_gpu.py) run only where torch sees a CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

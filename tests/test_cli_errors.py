@@ -159,7 +159,7 @@ def test_device_and_dtype_conflicts_are_one_line_errors(untrained, sets, capsys)
 
     _, good = sets
     base = ["audit", untrained, "--forget", good, "--holdout", good]
-    one_line_error(*run([*base, "--dtype", "bfloat16", "--device", "cpu"], capsys), "--dtype bfloat16", "--device cuda")
+    one_line_error(*run([*base, "--dtype", "float16", "--device", "cpu"], capsys), "--dtype must be auto, float32 or bfloat16")
     one_line_error(*run([*base, "--device", "tpu"], capsys), "--device must be")
     if not torch.cuda.is_available():
         one_line_error(*run([*base, "--device", "cuda"], capsys), "no CUDA device")

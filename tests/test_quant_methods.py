@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import on_disk
 from unlearn_audit.quantize.awq import awq_search
 from unlearn_audit.quantize.codebook import codebook_grid
 from unlearn_audit.quantize.ggml import TYPES, ggml_grid, ggml_roundtrip
@@ -115,14 +116,14 @@ def test_library_backend_swaps_in_twins_and_skips_with_a_reason():
 
 
 @pytest.mark.parametrize("name", ["prune-magnitude-20", "prune-layer-30"])
-def test_pruning_zeroes_exactly_the_requested_fraction(name):
+def test_pruning_zeroes_exactly_the_requested_fraction(name, tmp_path):
     from unlearn_audit.benchmark import tiny
     from unlearn_audit.quantize.base import out_in_weight, quantizable_modules
     from unlearn_audit.quantize.registry import get_scheme
 
     model = tiny.tiny_llama(300, hidden=64, layers=2, seed=4)
     scheme = get_scheme(name)
-    pruned = scheme.build(type("C", (), {"model": model})())
+    pruned = scheme.build(on_disk(model, tmp_path))
     fraction = scheme.params()["fraction"]
     before = [out_in_weight(m) for _, m in quantizable_modules(model)]
     after = [out_in_weight(m) for _, m in quantizable_modules(pruned)]
@@ -139,13 +140,13 @@ def test_pruning_zeroes_exactly_the_requested_fraction(name):
         assert torch.equal(a[a != 0], b[a != 0])  # the rest is untouched
 
 
-def test_noise_is_reproducible_by_seed_and_scaled_to_each_tensor():
+def test_noise_is_reproducible_by_seed_and_scaled_to_each_tensor(tmp_path):
     from unlearn_audit.attacks.perturb import GaussianNoise
     from unlearn_audit.benchmark import tiny
     from unlearn_audit.quantize.base import out_in_weight, quantizable_modules
 
     model = tiny.tiny_llama(300, hidden=64, layers=2, seed=4)
-    ckpt = type("C", (), {"model": model})()
+    ckpt = on_disk(model, tmp_path)
     a, b, c = GaussianNoise(0.05, 0).build(ckpt), GaussianNoise(0.05, 0).build(ckpt), GaussianNoise(0.05, 1).build(ckpt)
     wa, wb, wc = (out_in_weight(quantizable_modules(m)[0][1]) for m in (a, b, c))
     w = out_in_weight(quantizable_modules(model)[0][1])

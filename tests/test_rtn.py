@@ -6,9 +6,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from conftest import on_disk
 from unlearn_audit.quantize.base import quantizable_modules
 from unlearn_audit.quantize.forensics import compare, model_pairs
-from unlearn_audit.quantize.rtn import RTNScheme, rtn_codes, rtn_quantize
+from unlearn_audit.quantize.rtn import RTNScheme, rtn_codes, rtn_groups, rtn_quantize
 
 
 def test_eq2_per_channel_with_clamp():
@@ -48,7 +49,7 @@ def test_error_is_bounded_by_half_a_step():
     assert torch.all(err[unclamped] <= step[unclamped] / 2 + 1e-7)
 
 
-def test_conv1d_is_grouped_along_its_input_dimension():
+def test_conv1d_is_grouped_along_its_input_dimension(tmp_path):
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=1, n_head=2, vocab_size=50, n_positions=32))
     model.tie_weights()
@@ -56,7 +57,7 @@ def test_conv1d_is_grouped_along_its_input_dimension():
     assert "lm_head" not in names and "transformer.h.0.attn.c_attn" in names
     conv = dict(model.named_modules())["transformer.h.0.attn.c_attn"]
     expected = rtn_quantize(conv.weight.detach().t(), 4, 32).t()  # (in, out) -> (out, in) and back
-    built = RTNScheme(4, 32).build(type("C", (), {"model": model})())
+    built = RTNScheme(4, 32).build(on_disk(model, tmp_path))
     got = dict(built.named_modules())["transformer.h.0.attn.c_attn"].weight
     assert torch.equal(got, expected)
     assert not torch.equal(conv.weight, got)  # the source model is untouched
@@ -74,3 +75,26 @@ def test_grid_overlap_counts_codes_not_floats():
     assert overlap["scale_changed"] > 0.99
     same = compare(model_pairs(model, model), [RTNScheme(4, 32)])["rtn-int4-g32"]
     assert same["code_overlap"] == 1.0 and same["scale_changed"] == 0.0 and same["median_dw_over_step"] < 0.001
+
+
+def test_groups_are_a_view_unless_a_short_group_needs_padding():
+    w = torch.randn(4, 256)
+    grouped, g = rtn_groups(w, 128)
+    assert g == 128 and grouped.shape == (4, 2, 128) and grouped.data_ptr() == w.data_ptr()  # no copy
+    w = torch.randn(4, 576)
+    grouped, _ = rtn_groups(w, 128)
+    assert grouped.shape == (4, 5, 128) and torch.equal(grouped[:, 4, 64:], torch.zeros(4, 64))
+    assert torch.equal(grouped.reshape(4, -1)[:, :576], w)
+
+
+def test_fast_quantize_is_the_dequantized_codes_bit_for_bit():
+    """rtn_quantize skips the codes (and the padding); its values, signs of zero included, are the codes'."""
+    torch.manual_seed(0)
+    w = torch.randn(8, 576) * 0.02
+    w[0, 512:] = 0.0  # an all-zero short group
+    w[1] *= 1e-4
+    w[1, 0] = 1.0  # values that round to -0.0 before the int16 cast
+    for bits, group_size, symmetric in [(4, 128, True), (4, 128, False), (8, None, True), (2, 64, False), (3, 32, True)]:
+        want = rtn_codes(w, bits, group_size, symmetric).dequantize()
+        got = rtn_quantize(w, bits, group_size, symmetric)
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32)), (bits, group_size, symmetric)

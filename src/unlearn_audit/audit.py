@@ -4,12 +4,16 @@ Zhang et al. (ICLR 2025) show that unlearning with a small learning rate moves w
 4-bit quantization step, so a quantized "unlearned" model can recite the forget set again. The audit
 therefore probes the claimed-unlearned model under every requested scheme, and compares against the
 same scheme applied to the original model (retention, the paper's definition) when one is given.
-Variants are built one at a time and freed before the next, so memory stays bounded. Each stage below
-is one function; the stages live in ``pipeline/``.
+One model is resident for the whole audit, built empty in the compute dtype: the reference is streamed
+into it and scored first, then every variant of the audited checkpoint and of the original is streamed
+into it in turn, quantized on the way in (models/weights.py). So memory is one model plus one tensor,
+whatever the number of checkpoints and schemes. Each stage below is one function; the stages live in
+``pipeline/``.
 """
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -19,13 +23,14 @@ import torch
 from . import stats
 from .errors import InputError
 from .models.hf import HFModel, context_length
-from .models.loading import Checkpoint, load_checkpoint
+from .models.loading import Checkpoint, load_checkpoint, materialise, open_checkpoint
+from .models.weights import fill
 from .pipeline.cache import VariantCache, variant_key
 from .pipeline.executor import LocalExecutor
 from .pipeline.provenance import changed_inputs, provenance_notes
 from .pipeline.scoring import forensics_results, index_outputs, nonfinite_scores, score_variant
 from .pipeline.types import AuditConfig, AuditData, AuditResult, JobContext, Skipped, Workload
-from .pipeline.variant import place
+from .pipeline.variant import compute_dtype, resident_model
 from .pipeline.workload import build_workload
 from .policy import INCONCLUSIVE, Variant, judge
 from .probes import mink
@@ -36,13 +41,14 @@ from .report.build import build_report
 
 @dataclass(frozen=True)
 class Models:
-    """The loaded checkpoints. ``model_dir`` is where the audited weights are on disk: MODEL_DIR, or the
-    temporary copy of the merged model with ``--adapter``, for whatever reloads it from a directory."""
+    """The opened checkpoints and the one resident model. ``model_dir`` is where the audited weights are
+    on disk: MODEL_DIR, or the temporary copy of the merged model with ``--adapter``."""
 
     ckpt: Checkpoint
     original: Checkpoint | None
     reference: Checkpoint | None
     model_dir: str
+    resident: object
 
     def all(self) -> list[Checkpoint]:
         return [m for m in (self.ckpt, self.original, self.reference) if m is not None]
@@ -66,21 +72,26 @@ def resolve_schemes(cfg: AuditConfig) -> list:
 
 
 def load_models(model_dir: str, original_dir: str | None, reference_dir: str | None, adapter_dir: str | None,
-                cfg: AuditConfig, on_step: Callable[[str], None]) -> Models:
-    on_step("loading models")
-    ckpt = load_checkpoint(model_dir, "audited", allow_pickle=cfg.allow_pickle)
-    original = load_checkpoint(original_dir, "original", allow_pickle=cfg.allow_pickle) if original_dir else None
-    reference = load_checkpoint(reference_dir, "reference", allow_pickle=cfg.allow_pickle) if reference_dir else None
+                cfg: AuditConfig, on_step: Callable[[str], None]) -> tuple[Models, AuditConfig]:
+    """The opened checkpoints, the resident model, and ``cfg`` with its compute dtype resolved."""
+    on_step("opening the checkpoints")
+    ckpt = open_checkpoint(model_dir, "audited", allow_pickle=cfg.allow_pickle)
+    original = open_checkpoint(original_dir, "original", allow_pickle=cfg.allow_pickle) if original_dir else None
+    reference = open_checkpoint(reference_dir, "reference", allow_pickle=cfg.allow_pickle) if reference_dir else None
     if adapter_dir is not None:  # the merged weights are the audited model, and what every scheme quantizes
         from .models.adapter import merge_adapter
 
         on_step("merging the adapter")
-        ckpt = merge_adapter(ckpt, adapter_dir, cfg.allow_pickle)
-        model_dir = ckpt.path
+        ckpt = merge_adapter(load_checkpoint(model_dir, "audited", allow_pickle=cfg.allow_pickle), adapter_dir, cfg.allow_pickle)
+        ckpt.model, model_dir = None, ckpt.path  # streamed from the merged copy like any checkpoint
     for other in (original, reference):
         if other is not None and ckpt.tokenizer.get_vocab() != other.tokenizer.get_vocab():
             raise InputError(f"{other.path}: the {other.role} model's tokenizer differs from the audited model's")
-    return Models(ckpt, original, reference, model_dir)
+    if original is not None and dict(original.source.shapes) != dict(ckpt.source.shapes):
+        raise InputError(f"{original.path}: the original model's tensors (names or shapes) differ from the audited model's; "
+                         "it is not the model this one was unlearned from")
+    cfg = replace(cfg, dtype=compute_dtype(cfg, ckpt))  # --dtype auto, from the audited checkpoint's files
+    return Models(ckpt, original, reference, model_dir, resident_model(ckpt, cfg)), cfg
 
 
 def score_reference(models: Models, work: Workload, cfg: AuditConfig, on_step) -> tuple[stats.Reference, dict]:
@@ -92,13 +103,20 @@ def score_reference(models: Models, work: Workload, cfg: AuditConfig, on_step) -
     if models.reference is None:
         return stats.Reference(fixed=0.5), {"source": "fixed 0.5 (no --reference given)", "auc": 0.5}
     on_step("scoring the reference model")
-    # The driver scores the reference; with a remote executor it may have no GPU of its own.
-    here = cfg if cfg.device == "cpu" or torch.cuda.is_available() else replace(cfg, device="cpu", dtype="float32")
-    model = HFModel("reference", place(models.reference.model, here), models.ckpt.tokenizer, cfg.batch_size)
+    ref = models.reference
+    if dict(ref.source.shapes) == dict(models.ckpt.source.shapes) and (cfg.device == "cpu" or torch.cuda.is_available()):
+        model = models.resident  # streamed into the resident model, which every variant refills
+        fill(model, ref.source)
+    else:  # another architecture, or a driver without the GPU its remote workers have: its own model, freed after
+        here = cfg if cfg.device == "cpu" or torch.cuda.is_available() else replace(cfg, device="cpu", dtype="float32")
+        model = materialise(ref, getattr(torch, here.dtype), here.device)
+    scored = HFModel("reference", model, models.ckpt.tokenizer, cfg.batch_size)
     probe, top, items = PROBES["mink"], mink.headline(), work.prepared["mink"]
-    f, h = ([o.values for o in probe.run(model, models.ckpt.tokenizer, items[split], split) if o.metric == top][0]
+    f, h = ([o.values for o in probe.run(scored, models.ckpt.tokenizer, items[split], split) if o.metric == top][0]
             for split in ("forget", "holdout"))
-    info = {"source": f"reference model {models.reference.path} (fp32)", "auc": mink.auc(f, h)}
+    del model, scored
+    gc.collect()
+    info = {"source": f"reference model {ref.path} ({'fp32' if cfg.dtype == 'float32' else cfg.dtype})", "auc": mink.auc(f, h)}
     return stats.Reference(f, h), info
 
 
@@ -108,7 +126,7 @@ def run_variants(schemes: list, models: Models, original_dir: str | None, data: 
     variants, results, samples, evidence, weights, resumed, fp32, findings = [], [], [], {}, {}, [], None, []
     keys = {s.name: variant_key(s, models.ckpt, models.original, data, cfg) for s in schemes}
     hits = {s.name: cache.get(keys[s.name]) for s in schemes}
-    ctx = JobContext(models.model_dir, original_dir, models.ckpt, models.original, work, cfg, on_step)
+    ctx = JobContext(models.model_dir, original_dir, models.ckpt, models.original, work, cfg, on_step, models.resident)
     jobs = executor.run([s for s in schemes if hits[s.name] is None], ctx)  # in scheme order
     for scheme in schemes:
         t = time.perf_counter()
@@ -147,7 +165,7 @@ def input_findings(models: Models, data: AuditData, reference: stats.Reference) 
     if changed:  # the evidence no longer describes the files on disk
         findings.append(f"input changed during the audit: {', '.join(changed)}")
     for m in models.all():  # a model with NaN or Inf weights gives outputs (or a baseline) that mean nothing
-        nonfinite = [n for n, p in m.model.named_parameters() if not torch.isfinite(p).all()]
+        nonfinite = m.source.nonfinite()
         if nonfinite:
             findings.append(f"the {m.role} model's weights contain NaN or Inf in {len(nonfinite)} tensor(s) "
                             f"({', '.join(nonfinite[:3])}{', …' if len(nonfinite) > 3 else ''}); its outputs are not meaningful")
@@ -178,11 +196,11 @@ def run_audit(
     torch.manual_seed(cfg.seed)
     schemes = resolve_schemes(cfg)
     t = time.perf_counter()
-    models = load_models(model_dir, original_dir, reference_dir, adapter_dir, cfg, on_step)
+    models, cfg = load_models(model_dir, original_dir, reference_dir, adapter_dir, cfg, on_step)
     tok = models.ckpt.tokenizer
     if not isinstance(data, AuditData):  # a directory layout (--muse, muse_dir.py) whose raw text is cut in tokens
         data = data.audit_data(tok)
-    work = build_workload(tok, context_length(models.ckpt.model.config), data, cfg, schemes, provenance_notes(models.all(), data))
+    work = build_workload(tok, context_length(models.ckpt.config), data, cfg, schemes, provenance_notes(models.all(), data))
     timings["load_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

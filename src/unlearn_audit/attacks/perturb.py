@@ -14,8 +14,6 @@ model's; the audit treats them as variants and the policy judges them like schem
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from ..quantize.base import Scheme, out_in_weight, quantizable_modules, write_weight
@@ -42,8 +40,7 @@ class MagnitudePrune(Scheme):
         return {"method": "prune", "fraction": self.percent / 100, "scope": "per module" if self.per_layer else "global",
                 "skipped_modules": "lm_head (output embeddings) and embeddings"}
 
-    def build(self, checkpoint, calibration=None):
-        model = copy.deepcopy(checkpoint.model)
+    def apply(self, model, checkpoint, calibration) -> None:
         mods = quantizable_modules(model)
         weights = [out_in_weight(m).to(torch.float32) for _, m in mods]
         if self.per_layer:
@@ -53,7 +50,6 @@ class MagnitudePrune(Scheme):
             masks = list(torch.split(flat, [w.numel() for w in weights]))
         for (_, m), w, mask in zip(mods, weights, masks):
             write_weight(m, w.masked_fill(mask.view_as(w), 0.0).to(m.weight.dtype))
-        return model
 
 
 class GaussianNoise(Scheme):
@@ -73,11 +69,9 @@ class GaussianNoise(Scheme):
         """One single-draw scheme per seed; the audit probes each and averages per sample."""
         return [GaussianNoise(self.sigma, self.seed + i, draws=1) for i in range(self.draws)]
 
-    def build(self, checkpoint, calibration=None):
-        model = copy.deepcopy(checkpoint.model)
+    def apply(self, model, checkpoint, calibration) -> None:
         gen = torch.Generator().manual_seed(self.seed)
         for _, m in quantizable_modules(model):
             w = out_in_weight(m).to(torch.float32)
-            noise = torch.randn(w.shape, generator=gen) * (self.sigma * float(w.std()))
+            noise = torch.randn(w.shape, generator=gen).to(w.device) * (self.sigma * float(w.std()))
             write_weight(m, (w + noise).to(m.weight.dtype))
-        return model

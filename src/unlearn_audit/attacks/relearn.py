@@ -11,7 +11,6 @@ source and sha256; it refuses relearning text that shares a document with the fo
 
 from __future__ import annotations
 
-import copy
 import random
 
 import torch
@@ -36,11 +35,12 @@ class Relearn(Scheme):
         return {"method": "relearn", "steps": self.steps, "lr": self.lr, "batch_size": self.batch_size, "seed": self.seed,
                 "optimizer": "AdamW, constant lr, no weight decay", "max_tokens": MAX_TOKENS}
 
-    def build(self, checkpoint, calibration=None):
-        seqs = [s[:MAX_TOKENS] for s in (calibration or []) if len(s) > 1]
-        if not seqs:
+    def check(self, checkpoint, calibration) -> None:
+        if not any(len(s) > 1 for s in calibration or []):
             raise SchemeUnavailable("relearning needs public in-domain text: give --retain or --relearn-data")
-        model = copy.deepcopy(checkpoint.model)
+
+    def apply(self, model, checkpoint, calibration) -> None:
+        seqs = [s[:MAX_TOKENS] for s in calibration if len(s) > 1]
         for p in model.parameters():  # the audited copy may be frozen; its trainable twin is not
             p.requires_grad_(True)
         pad = checkpoint.tokenizer.pad_token_id
@@ -63,4 +63,3 @@ class Relearn(Scheme):
             model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        return model

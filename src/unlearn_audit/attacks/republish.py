@@ -24,8 +24,8 @@ class Republished(Scheme):
         return {"method": "dequant-requant", "quantizer": {"name": self.inner.name, **self.inner.params()},
                 "republished_dtype": "float16"}
 
-    def build(self, checkpoint, calibration=None):
-        model = self.inner.build(checkpoint, calibration)
+    def build(self, checkpoint, calibration=None, into=None):
+        model = self.inner.build(checkpoint, calibration, into)
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(p.to(torch.float16).to(p.dtype))

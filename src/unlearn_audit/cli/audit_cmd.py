@@ -38,7 +38,7 @@ def audit(
     policy: Optional[Path] = typer.Option(None, envvar=ENV("policy"), help="TOML file of verdict thresholds (see README)."),
     fresh: bool = typer.Option(False, help="Ignore the resume cache under --out and recompute every variant."),
     device: str = typer.Option("auto", envvar=ENV("device"), help="cpu, cuda or auto (cuda when available)."),
-    dtype: str = typer.Option("float32", envvar=ENV("dtype"), help="float32, or bfloat16 for GPU compute."),
+    dtype: str = typer.Option("auto", envvar=ENV("dtype"), help="auto (bfloat16 for a bfloat16 checkpoint where the device has it), float32, bfloat16."),
     fail_on: FailOn = typer.Option(FailOn.inconclusive, envvar=ENV("fail-on"),
                                    help="Exit non-zero on: inconclusive (FAIL or INCONCLUSIVE) or fail (FAIL only)."),
     muse_strict: bool = typer.Option(False, help="Literal MUSE prompts: trailing-space KnowMem query, 128-token VerbMem."),

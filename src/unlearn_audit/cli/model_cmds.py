@@ -152,7 +152,7 @@ def remediate(
     policy: Optional[Path] = typer.Option(None, envvar=ENV("policy"), help="TOML file of verdict thresholds for --verify."),
     fail_on: FailOn = typer.Option(FailOn.inconclusive, envvar=ENV("fail-on"), help="What makes --verify exit non-zero."),
     device: str = typer.Option("auto", envvar=ENV("device"), help="Where --verify runs the variants: cpu, cuda or auto."),
-    dtype: str = typer.Option("float32", envvar=ENV("dtype"), help="--verify's compute dtype: float32, or bfloat16 on a GPU."),
+    dtype: str = typer.Option("auto", envvar=ENV("dtype"), help="--verify's compute dtype: auto, float32 or bfloat16."),
     backend: str = typer.Option("reference", envvar=ENV("backend"), help="--verify's quantizer backend: reference or library."),
     out: Path = typer.Option(..., help="Directory: OUT/model is the checkpoint, OUT/report.json the audit."),
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..data import sha256_file
 from ..errors import InputError
-from .loading import Checkpoint, read_dir_config, refused_global, write_checkpoint
+from .loading import Checkpoint, open_weights, read_dir_config, refused_global, weight_files, write_checkpoint
 
 WEIGHTS = "adapter_model.safetensors"
 PICKLE = "adapter_model.bin"
@@ -141,9 +141,12 @@ def merge_adapter(base: Checkpoint, adapter_dir: str | Path, allow_pickle: bool 
         "config": {k: raw_config.get(k) for k in _RECORDED},
         "merge": "peft merge_and_unload into the base's float32 weights; every scheme quantizes the merged model",
     }
+    # Every scheme streams the merged weights from this copy (models/weights.py), as from any checkpoint.
+    source, _ = open_weights(tmp / "model", base.config, weight_files(tmp / "model"))
     merged_ckpt = MergedCheckpoint(path=str(tmp / "model"), role=base.role, model=merged, tokenizer=base.tokenizer,
-                                   file_hashes=dict(base.file_hashes), side_files=dict(base.side_files), base_path=base.path,
-                                   adapter=record)
+                                   file_hashes=dict(base.file_hashes), side_files=dict(base.side_files), config=base.config,
+                                   source=source, generation_config=base.generation_config, n_params=base.n_params,
+                                   base_path=base.path, adapter=record)
     weakref.finalize(merged_ckpt, shutil.rmtree, tmp, True)
     return merged_ckpt
 

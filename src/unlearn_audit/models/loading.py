@@ -26,7 +26,6 @@ import pickle
 import re
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,18 +34,17 @@ from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
-    AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.initialization import no_init_weights
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from ..data import sha256_file
 from ..errors import InputError, parse
+from .weights import WeightSource, _pickle_file, empty_model, fill
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -56,23 +54,29 @@ NAMED = 5  # at most this many tensor names in one error line
 
 @dataclass
 class Checkpoint:
-    """A loaded causal LM with its tokenizer, and the hashes of the files it came from."""
+    """A checkpoint: its tokenizer, config, the weights to read (``source``) and the hashes of the files it
+    came from. ``model`` is the float32 model filled from them (``load_checkpoint``), or None for a
+    checkpoint only opened (``open_checkpoint``), whose weights are streamed into a model when needed."""
 
     path: str
     role: str
-    model: PreTrainedModel
+    model: PreTrainedModel | None
     tokenizer: PreTrainedTokenizerBase
     file_hashes: dict[str, str] = field(default_factory=dict)
     weights_format: str = "safetensors"  # or "pickle" (only with allow_pickle, read with weights_only=True)
     side_files: dict[str, str] = field(default_factory=dict)  # config, tokenizer, generation config: SIDE_FILES
+    config: PretrainedConfig | None = None
+    source: WeightSource | None = None
+    generation_config: GenerationConfig | None = None
+    n_params: int = 0
 
     @property
     def config_summary(self) -> dict:
-        c = self.model.config
+        c = self.config
         return {
             "model_type": c.model_type,
             "architectures": list(c.architectures or []),
-            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "parameters": self.n_params,
             "vocab_size": c.vocab_size,
         }
 
@@ -260,20 +264,14 @@ def _model_config(path: Path) -> PretrainedConfig:
                          f"{_first_line(exc)})") from None
 
 
-def _build(path: Path, config: PretrainedConfig, meta: bool) -> PreTrainedModel:
-    """The model config.json describes, with no weights: on the meta device (no memory), or on the CPU
-    left uninitialised, to be filled from the weight files. Built the same way both times, so that both
-    tie the same tensors (``no_init_weights`` also skips the tying, hence ``tie_weights``)."""
+def _build(path: Path, config: PretrainedConfig) -> PreTrainedModel:
+    """The model config.json describes on the meta device (no memory), built as ``weights.empty_model``
+    builds the real one, so that both tie the same tensors."""
     try:
-        with torch.device("meta" if meta else "cpu"), no_init_weights():
-            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, dtype=torch.float32)
+        return empty_model(config, device="meta")
     except _CONFIG_ERRORS as exc:
-        if not meta:
-            raise
         raise InputError(f"{path / 'config.json'}: transformers cannot build a model from it ({type(exc).__name__}: "
                          f"{_first_line(exc)})") from None
-    model.tie_weights()
-    return model
 
 
 _BLOCK = re.compile(r"(?:^|\.)(\d+)\.")  # a tensor name's first number: its layer ("model.layers.3.mlp...")
@@ -294,14 +292,14 @@ def _check_size(path: Path, config: PretrainedConfig, shapes: dict[str, tuple[in
         raise InputError(f"{config_file}: hidden_size is {hidden}, but no tensor in the weights has that dimension")
 
 
-def _plan(path: Path, config: PretrainedConfig, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
+def _plan(path: Path, config: PretrainedConfig, shapes: dict[str, tuple[int, ...]]) -> tuple[dict[str, str], PreTrainedModel]:
     """Which model tensor each checkpoint tensor fills, once the two agree: every tensor of the model is in
     the files (a tied one, such as an lm_head tied to the embedding, through the tensor it is tied to),
     nothing else is, and every shape matches. Anything missing would otherwise stay randomly initialised."""
     if not shapes:
         raise InputError(f"{path}: the weight files hold no tensors")
     _check_size(path, config, shapes)
-    skeleton = _build(path, config, meta=True)
+    skeleton = _build(path, config)
     expected = skeleton.state_dict(keep_vars=True)
     names = {key: key for key in shapes}
     prefix = skeleton.base_model_prefix
@@ -332,11 +330,11 @@ def _plan(path: Path, config: PretrainedConfig, shapes: dict[str, tuple[int, ...
         key, shape, want = wrong[0]
         more = f" (and {len(wrong) - 1} more tensors)" if len(wrong) > 1 else ""
         raise InputError(f"{path}: tensor {key} has shape {shape}, but config.json makes it {want}{more}")
-    return plan
+    return plan, skeleton
 
 
-def _safetensors_shapes(files: tuple[Path, ...]) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape, from the files' headers alone."""
+def _safetensors_shapes(files: tuple[Path, ...]) -> tuple[dict[str, tuple[int, ...]], dict[str, Path]]:
+    """Every tensor's shape, and the file that holds it, from the files' headers alone."""
     shapes: dict[str, tuple[int, ...]] = {}
     where: dict[str, Path] = {}
     for file in files:
@@ -345,89 +343,42 @@ def _safetensors_shapes(files: tuple[Path, ...]) -> dict[str, tuple[int, ...]]:
                 if key in where:
                     raise InputError(f"{file}: tensor {key} is also in {where[key].name}")
                 shapes[key], where[key] = tuple(handle.get_slice(key).get_shape()), file
-    return shapes
+    return shapes, where
 
 
-def _pickle_tensors(files: tuple[Path, ...]) -> dict[str, torch.Tensor]:
-    """Every tensor of the pickle shards, read with weights_only=True (tensors and plain containers only)."""
-    tensors: dict[str, torch.Tensor] = {}
+def _pickle_shapes(files: tuple[Path, ...]) -> tuple[dict[str, tuple[int, ...]], dict[str, Path]]:
+    """Every tensor's shape and shard, reading each pickle shard once with weights_only=True."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    where: dict[str, Path] = {}
     for file in files:
-        with warnings.catch_warnings():  # torch warns on stderr about pickle protocols it did not write
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            # weights_only=True is torch's default; it is passed anyway so that the safety of --allow-pickle
-            # never rests on a library default.
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-            raise InputError(f"{file}: not a mapping of tensor names to tensors")
-        if clash := sorted(state.keys() & tensors.keys()):
+        state = _pickle_file(file)
+        if clash := sorted(state.keys() & shapes.keys()):
             raise InputError(f"{file}: tensors also in another shard: {_few(clash)}")
-        tensors.update(state)
-    return tensors
+        shapes.update({k: tuple(v.shape) for k, v in state.items()})
+        where.update({k: file for k in state})
+        del state
+    return shapes, where
 
 
-def _fill(path: Path, model: PreTrainedModel, plan: dict[str, str], tensors) -> set[int]:
-    """Copy each (name, tensor) into the model (cast to float32, as from_pretrained does); the ids of the
-    tensors filled. A tensor stored under two tied names must hold the same values under both."""
-    targets = model.state_dict(keep_vars=True)
-    filled: dict[int, str] = {}
-    with torch.no_grad():
-        for key, value in tensors:
-            target = targets[plan[key]]
-            if id(target) in filled:
-                if not torch.equal(target, value.to(target.dtype)):
-                    raise InputError(f"{path}: {key} and {filled[id(target)]} are one tied tensor in this model, "
-                                     "but the weights hold different values")
-                continue
-            target.copy_(value)
-            filled[id(target)] = key
-    return set(filled)
-
-
-def _read_safetensors(files: tuple[Path, ...], plan: dict[str, str]):
-    for file in files:
-        with safe_open(str(file), framework="pt", device="cpu") as handle:
-            for key in handle.keys():
-                if key in plan:
-                    yield key, handle.get_tensor(key)
-
-
-def _load_model(path: Path, config: PretrainedConfig, files: WeightFiles) -> PreTrainedModel:
-    """The model config.json describes, filled from exactly ``files``, after checking the files' tensor
-    names and shapes against it. Errors of a corrupt, truncated or refused file are one line:
-    - SafetensorError: a safetensors file whose header or data is cut, garbled or inconsistent;
+def open_weights(path: Path, config: PretrainedConfig, files: WeightFiles) -> tuple[WeightSource, PreTrainedModel]:
+    """The checkpoint's weights, checked against config.json by name and shape without reading any
+    tensor (only headers; a pickle shard is read once and dropped), and the model on the meta device.
+    Errors of a corrupt, truncated or refused file are one line:
+    - SafetensorError: a safetensors file whose header is cut, garbled or inconsistent;
     - OSError: a weight file that cannot be read;
     - pickle.UnpicklingError (--allow-pickle): weights_only refused a global, so the file asks to run code;
     - EOFError, RuntimeError (--allow-pickle): a pickle that ends early, a corrupt torch archive.
     Anything else is a bug and propagates (the CLI exits 3 on it)."""
-    if files.format == "pickle":
-        try:
-            tensors = _pickle_tensors(files.shards)
-        except pickle.UnpicklingError as exc:
-            raise InputError(f"{path}: refusing the pickle weights: {refused_global(exc)}; weights_only loading "
-                             "accepts tensors and plain containers only") from None
-        except (OSError, EOFError, RuntimeError) as exc:
-            raise InputError(f"{path}: cannot load the model weights ({_first_line(exc)})") from None
-        plan = _plan(path, config, {k: tuple(v.shape) for k, v in tensors.items()})
-        model = _build(path, config, meta=False)
-        filled = _fill(path, model, plan, ((k, v) for k, v in tensors.items() if k in plan))
-        del tensors
-    else:
-        try:
-            shapes = _safetensors_shapes(files.shards)
-        except (SafetensorError, OSError) as exc:
-            raise InputError(f"{path}: cannot load the model weights ({_first_line(exc)})") from None
-        plan = _plan(path, config, shapes)
-        model = _build(path, config, meta=False)
-        try:
-            filled = _fill(path, model, plan, _read_safetensors(files.shards, plan))
-        except (SafetensorError, OSError) as exc:
-            raise InputError(f"{path}: cannot load the model weights ({_first_line(exc)})") from None
-    left = [name for name, p in model.named_parameters() if id(p) not in filled]
-    if left:  # _plan rules this out; a parameter left as allocated would be garbage, never audit it
-        raise RuntimeError(f"{path}: parameters not filled from the weights: {_few(left)}")
-    if model.can_generate():
-        model.generation_config = _generation_config(path)
-    return model.eval()
+    try:
+        shapes, where = (_pickle_shapes if files.format == "pickle" else _safetensors_shapes)(files.shards)
+    except pickle.UnpicklingError as exc:
+        raise InputError(f"{path}: refusing the pickle weights: {refused_global(exc)}; weights_only loading "
+                         "accepts tensors and plain containers only") from None
+    except (SafetensorError, OSError, EOFError, RuntimeError) as exc:
+        raise InputError(f"{path}: cannot load the model weights ({_first_line(exc)})") from None
+    plan, skeleton = _plan(path, config, shapes)
+    source = WeightSource(path, files.format, {k: where[k] for k in plan}, plan, {plan[k]: shapes[k] for k in plan})
+    return source, skeleton
 
 
 def _generation_config(path: Path) -> GenerationConfig:
@@ -454,9 +405,19 @@ def side_file_hashes(path: Path) -> dict[str, str]:
     return {name: sha256_file(path / name) for name in SIDE_FILES if (path / name).is_file()}
 
 
-def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu", allow_pickle: bool = False) -> Checkpoint:
-    """Load a local causal-LM directory (safetensors only unless ``allow_pickle``, no remote code) in float32,
-    from exactly the weight files ``weight_files`` chooses, all of which (and the index) are hashed."""
+def open_directory_weights(path: str | Path, role: str) -> tuple[WeightSource, PreTrainedModel]:
+    """A directory's safetensors weights checked against its config.json, with no tokenizer (``diff``),
+    and the architecture on the meta device."""
+    p = Path(path)
+    _, files = _inspect(p, role, allow_pickle=False, pickle_flag=False)
+    return open_weights(p, _model_config(p), files)
+
+
+def open_checkpoint(path: str | Path, role: str = "model", allow_pickle: bool = False) -> Checkpoint:
+    """A local causal-LM directory, checked and hashed but not loaded: safetensors only unless
+    ``allow_pickle``, no remote code, exactly the weight files ``weight_files`` chooses (all of which, and
+    the index, are hashed), names and shapes checked against config.json. Its weights are read when a
+    model is filled from ``source`` (models/weights.py)."""
     p = Path(path)
     _, files = _inspect(p, role, allow_pickle, pickle_flag=True)
     side = side_file_hashes(p)  # before they are read, so the end-of-run re-hash sees any edit after this
@@ -466,16 +427,40 @@ def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu", 
         tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # transformers raises many types for a missing/broken tokenizer
         raise InputError(f"{p}: cannot load the tokenizer ({_first_line(exc)})") from None
-    model = _load_model(p, config, files).to(device)
-    rows = model.get_input_embeddings().num_embeddings
+    source, skeleton = open_weights(p, config, files)
+    rows = skeleton.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:  # token ids past the embedding would index out of range (fewer is normal padding)
         raise InputError(f"{p}: the tokenizer has {len(tokenizer)} tokens but the model's embedding has only {rows} rows; "
                          "they do not belong together")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    generation = _generation_config(p) if skeleton.can_generate() else None
     hashes = {f.name: sha256_file(f) for f in files.read}
-    return Checkpoint(path=str(p), role=role, model=model, tokenizer=tokenizer, file_hashes=hashes,
-                      weights_format=files.format, side_files=side)
+    return Checkpoint(path=str(p), role=role, model=None, tokenizer=tokenizer, file_hashes=hashes, weights_format=files.format,
+                      side_files=side, config=config, source=source, generation_config=generation,
+                      n_params=sum(t.numel() for t in skeleton.parameters()))
+
+
+def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu", allow_pickle: bool = False,
+                    dtype: torch.dtype = torch.float32) -> Checkpoint:
+    """``open_checkpoint``, with its model built and filled from the weight files (float32 by default, as
+    from_pretrained upcasts)."""
+    ckpt = open_checkpoint(path, role, allow_pickle)
+    ckpt.model = materialise(ckpt, dtype, device)
+    return ckpt
+
+
+def materialise(ckpt: Checkpoint, dtype: torch.dtype = torch.float32, device: str = "cpu") -> PreTrainedModel:
+    """A new model holding ``ckpt``'s weights, every parameter filled from its files."""
+    model = empty_model(ckpt.config, dtype, device)
+    filled = fill(model, ckpt.source)
+    left = [name for name, p in model.named_parameters() if id(p) not in filled]
+    if left:  # open_weights rules this out; a parameter left as allocated would be garbage, never audit it
+        raise RuntimeError(f"{ckpt.path}: parameters not filled from the weights: {_few(left)}")
+    if ckpt.generation_config is not None:
+        model.generation_config = ckpt.generation_config
+    return model
+
 
 def write_checkpoint(model, tokenizer, out: Path, extra: dict[str, str] | None = None) -> Path:
     """Save a model, its tokenizer and any extra text files as one HF directory, atomically: everything is

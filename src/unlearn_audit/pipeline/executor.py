@@ -7,10 +7,10 @@ to the jobs, the reference model is scored once, and scoring, the resume cache a
 after the jobs return, in scheme order. So the report does not depend on where the jobs ran (a test
 checks that the Ray executor's results equal the local executor's).
 
-- ``LocalExecutor`` runs the jobs lazily in this process: one variant is resident beside the loaded
-  models at a time, as the audit's memory bound requires.
+- ``LocalExecutor`` runs the jobs lazily in this process, each filling the audit's one resident model
+  (models/weights.py), as the audit's memory bound requires.
 - ``RayExecutor`` (``--executor ray``, the ``ray`` extra) submits every job at once as a Ray task. Each
-  task loads the checkpoints itself from the same paths (on a cluster, a file system every node mounts),
+  task opens the checkpoints itself from the same paths (on a cluster, a file system every node mounts),
   asks for one GPU when the audit runs on CUDA and one CPU otherwise, and returns the probe outputs.
   ``ray.init()`` joins the cluster named by ``--ray-address`` (or ``RAY_ADDRESS``), else starts a local
   instance that is shut down at the end. Interrupting the audit cancels the tasks still running.
@@ -18,7 +18,10 @@ checks that the Ray executor's results equal the local executor's).
 
 from __future__ import annotations
 
+import gc
 from typing import Iterator
+
+import torch
 
 from ..errors import InputError
 from ..quantize.base import Scheme, SchemeUnavailable
@@ -27,11 +30,24 @@ from .variant import run_variant
 
 
 def run_job(scheme: Scheme, ctx: JobContext) -> JobOutcome:
-    """One variant: its ``VariantRun``, or ``Skipped`` with the reason when the scheme cannot run here."""
+    """One variant: its ``VariantRun``, or ``Skipped`` with the reason when the scheme cannot run here,
+    including when the device runs out of memory building or probing it (the next variant refills the
+    resident model from the files, so nothing half-built survives)."""
     try:
-        return run_variant(scheme, ctx.ckpt, ctx.original, ctx.work, ctx.cfg, ctx.on_step)
+        return run_variant(scheme, ctx.ckpt, ctx.original, ctx.work, ctx.cfg, ctx.on_step, ctx.resident)
     except SchemeUnavailable as exc:
         return Skipped(str(exc))
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        where = "GPU" if isinstance(exc, torch.OutOfMemoryError) else "CPU"
+        return Skipped(f"out of {where} memory while building or probing this variant ({_first_line(exc)})")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 class LocalExecutor:
@@ -45,28 +61,30 @@ class LocalExecutor:
             yield run_job(scheme, ctx)
 
 
-_LOADED: dict = {}  # per Ray worker process: checkpoints already loaded, by (path, role, pickle policy)
+_LOADED: dict = {}  # per Ray worker process: checkpoints already opened, and its resident model
 
 
 def _remote_job(scheme: Scheme, model_dir: str, original_dir: str | None, work: Workload, cfg: AuditConfig) -> JobOutcome:
     """A Ray task: load (or reuse) the checkpoints in this worker and run one variant job. Input errors
     come back as ``Failed``, so the driver can report them in one line."""
-    import torch
-
-    from ..models.loading import load_checkpoint
+    from ..models.loading import open_checkpoint
+    from .variant import resident_model
 
     torch.set_num_threads(1)
     try:
         def load(path, role):
             key = (path, role, cfg.allow_pickle)
             if key not in _LOADED:
-                kwargs = {"allow_pickle": True} if key[2] else {}
-                _LOADED[key] = load_checkpoint(path, role, **kwargs)
+                _LOADED[key] = open_checkpoint(path, role, allow_pickle=cfg.allow_pickle)
             return _LOADED[key]
 
         ckpt = load(model_dir, "audited")
         original = load(original_dir, "original") if original_dir else None
-        return run_job(scheme, JobContext(model_dir, original_dir, ckpt, original, work, cfg, lambda s: None))
+        key = ("resident", model_dir, cfg.dtype, cfg.device)
+        if key not in _LOADED:  # one model per worker, filled by every job it runs (streamed, as locally)
+            _LOADED[key] = resident_model(ckpt, cfg)
+        ctx = JobContext(model_dir, original_dir, ckpt, original, work, cfg, lambda s: None, _LOADED[key])
+        return run_job(scheme, ctx)
     except InputError as exc:
         return Failed(str(exc))
 

@@ -49,8 +49,8 @@ class AuditConfig:
     muse_strict: bool = False
     policy: Policy = field(default_factory=Policy)
     policy_source: str = "tool defaults (README, 'The verdict')"
-    device: str = "cpu"  # where variants run; quantization itself always happens in float32 on the CPU
-    dtype: str = "float32"  # compute dtype of fake-quantized variants (bfloat16 only on a GPU)
+    device: str = "cpu"  # where variants run and are quantized (in float32 arithmetic, chunk by chunk)
+    dtype: str = "auto"  # compute dtype of the resident model; auto: pipeline/variant.compute_dtype
     reference_auc: float | None = None  # PrivLeak's reference AUC when no retrained model is available
     backend: str = "reference"  # or "library": run each preset through its library twin where one runs
     allow_pickle: bool = False  # read pickle-only checkpoints with torch.load(weights_only=True)
@@ -69,10 +69,8 @@ class AuditConfig:
             raise InputError("--batch-size and the bootstrap resamples must be at least 1")
         if self.device not in ("cpu", "cuda"):
             raise InputError(f"--device must be cpu or cuda, got {self.device!r}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise InputError(f"--dtype must be float32 or bfloat16, got {self.dtype!r}")
-        if self.dtype == "bfloat16" and self.device == "cpu":
-            raise InputError("--dtype bfloat16 is for GPU compute; use it with --device cuda (CPU audits run in float32)")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise InputError(f"--dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
         if self.reference_auc is not None and not 0 < self.reference_auc < 1:
             raise InputError("--reference-auc must lie strictly between 0 and 1")
         if self.backend not in ("reference", "library"):
@@ -100,8 +98,9 @@ class Workload:
 
 @dataclass(frozen=True)
 class JobContext:
-    """What every variant job needs. The loaded checkpoints serve the local executor; remote executors
-    reload them in the worker from ``model_dir`` / ``original_dir``."""
+    """What every variant job needs. The opened checkpoints and the one resident model serve the local
+    executor; remote executors reopen the checkpoints in the worker from ``model_dir`` / ``original_dir``
+    and build their own resident model."""
 
     model_dir: str
     original_dir: str | None
@@ -110,6 +109,7 @@ class JobContext:
     work: Workload
     cfg: AuditConfig
     on_step: Callable[[str], None]
+    resident: Any = None  # the model every variant is filled into (models/weights.py)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""One variant job: build a scheme's model from a checkpoint, run every probe on it, and free it.
+"""One variant job: fill the resident model with a scheme's variant, run every probe on it, and refill.
 
-This is the unit of work an executor (executor.py) runs. Variants are built one at a time and freed
-before the next, so at most one quantized copy sits beside the loaded models. A seeded scheme (weight
-noise) is several models whose per-sample scores are averaged; a relearning scheme gets the relearning
-text instead of calibration text.
+This is the unit of work an executor (executor.py) runs. There is one model in memory for the whole
+audit (models/weights.py): each variant streams the audited checkpoint's weights into it, quantizing
+on the way in, and the original's variant is then streamed into the same model. No model is ever
+copied. A seeded scheme (weight noise) is several fills whose per-sample scores are averaged; a
+relearning scheme gets the relearning text instead of calibration text.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from ..models.hf import HFModel
+from ..models.weights import empty_model
 from ..probes.base import ROLES, ProbeOutput
 from ..probes.registry import plan
 from ..quantize import forensics
@@ -41,22 +43,22 @@ def probe_all(model: HFModel, tok, work: Workload, roles: tuple[str, ...] = ROLE
 
 
 def run_variant(scheme: Scheme, ckpt: Checkpoint, original: Checkpoint | None, work: Workload, cfg: AuditConfig,
-                on_step) -> VariantRun:
-    """Build one variant (and the original's), probe both, and free them: at most one quantized copy
-    beside the loaded models at any time."""
+                on_step, resident) -> VariantRun:
+    """One variant of the audited checkpoint, and the original's under the same scheme, both built in
+    ``resident``, probed, and compared weight by weight straight from the two checkpoints' files."""
     on_step(f"{scheme.name}: building and probing")
-    outs = probe_scheme(scheme, ckpt, ckpt.tokenizer, work, cfg, ROLES)
+    outs = probe_scheme(scheme, ckpt, ckpt.tokenizer, work, cfg, ROLES, resident)
     orig_outs: list[ProbeOutput] = []
     fx = None
     if original is not None:
         on_step(f"{scheme.name}: probing the original")
         try:
             # decoded with the audited model's tokenizer, which tokenized the workload (same vocabulary, checked)
-            orig_outs = probe_scheme(scheme, original, ckpt.tokenizer, work, cfg, ORIGINAL_ROLES)
+            orig_outs = probe_scheme(scheme, original, ckpt.tokenizer, work, cfg, ORIGINAL_ROLES, resident)
         except SchemeUnavailable:
             pass
         if scheme.bits and scheme.bits < 32:
-            fx = forensics.compare(forensics.model_pairs(original.model, ckpt.model), [scheme])[scheme.name]
+            fx = forensics.compare(forensics.source_pairs(original.source, ckpt.source, resident), [scheme])[scheme.name]
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -64,13 +66,14 @@ def run_variant(scheme: Scheme, ckpt: Checkpoint, original: Checkpoint | None, w
 
 
 def probe_scheme(scheme: Scheme, source: Checkpoint, tok, work: Workload, cfg: AuditConfig,
-                 roles: tuple[str, ...] = ROLES) -> list[ProbeOutput]:
-    """Build ``scheme`` on ``source`` and probe it. A seeded scheme (weight noise) is built once per seed
-    and each sample's scores are averaged over the draws; the first draw's generations are the evidence."""
+                 roles: tuple[str, ...] = ROLES, resident=None) -> list[ProbeOutput]:
+    """Build ``scheme`` on ``source`` (into ``resident`` when given) and probe it. A seeded scheme
+    (weight noise) is built once per seed and each sample's scores are averaged over the draws; the
+    first draw's generations are the evidence."""
     text = work.relearn if scheme.relearns else work.calibration
     runs = []
     for draw in scheme.seeded():
-        built = place(draw.build(source, text), cfg)
+        built = place(draw.build(source, text, into=resident), cfg)
         runs.append(probe_all(HFModel(scheme.name, built, tok, cfg.batch_size), tok, work, roles))
         del built
     if len(runs) == 1:
@@ -78,10 +81,26 @@ def probe_scheme(scheme: Scheme, source: Checkpoint, tok, work: Workload, cfg: A
     return [replace(o, values=tuple(float(np.mean(v)) for v in zip(*(r[i].values for r in runs)))) for i, o in enumerate(runs[0])]
 
 
+def compute_dtype(cfg: AuditConfig, ckpt: Checkpoint) -> str:
+    """``--dtype auto``: the dtype the checkpoint is stored in when that is bfloat16 and the device
+    computes in it natively (a GPU, or a CPU with bfloat16 instructions, where it measured about twice as
+    fast as float32 and takes half the memory; see the README), else float32, the exact path."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    native = cfg.device == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "bfloat16" if native and ckpt.source.stored_dtype() == "bfloat16" else "float32"
+
+
+def resident_model(ckpt: Checkpoint, cfg: AuditConfig):
+    """The one model of the audit: ``ckpt``'s architecture, empty, in the compute dtype on the device."""
+    return empty_model(ckpt.config, getattr(torch, cfg.dtype), cfg.device)
+
+
 def place(model, cfg: AuditConfig):
-    """Move a built variant to the compute device and dtype. Dequantized weights are cast after
-    quantization, so bfloat16 compute never changes which grid cell a weight fell in; bitsandbytes
-    variants keep the placement the library gave them."""
+    """Move a built variant to the compute device and dtype: a no-op for the resident model, which is
+    already there; bitsandbytes variants keep the placement the library gave them."""
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         return model
+    if cfg.dtype == "auto":  # not resolved (a caller outside run_audit): the model keeps its own dtype
+        return model.to(device=cfg.device)
     return model.to(device=cfg.device, dtype=getattr(torch, cfg.dtype))

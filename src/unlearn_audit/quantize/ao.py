@@ -8,19 +8,17 @@ absmax / 128: a different grid, which is why the paper's symmetric presets are t
 Each Linear (and GPT-2 Conv1D, transposed) is quantized by torchao on its own (an input size that is
 not a multiple of 128, such as SmolLM2's 576, is zero-padded first, because torchao refuses a short
 last group; padding with zeros changes no group's range), then its dequantized
-weight is written into an fp32 copy of the model, so the variant runs through plain transformers.
+weight is written into the model, so the variant runs through plain transformers.
 torchao's int4 *packed* layout does not run on CPU here (it needs CUDA or the ``mslk`` package).
 """
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from ..versions import installed_version
-from .base import Scheme, SchemeUnavailable, fake_quantize
+from .base import SchemeUnavailable, WeightwiseScheme
 
 
 def ao_config(bits: int, symmetric: bool):
@@ -49,7 +47,7 @@ def torchao_dequantized(weight: torch.Tensor, config) -> torch.Tensor:
     return lin.weight.dequantize()[:, :in_f].to(weight.dtype)
 
 
-class TorchAOScheme(Scheme):
+class TorchAOScheme(WeightwiseScheme):
     def __init__(self, bits: int, symmetric: bool) -> None:
         self.bits, self.symmetric = bits, symmetric
         self.name = "torchao-int8" if symmetric else f"torchao-int{bits}-asym"
@@ -61,8 +59,8 @@ class TorchAOScheme(Scheme):
                 "group_size": "per-channel" if self.symmetric else 128, "library": f"torchao {installed_version('torchao')}",
                 "skipped_modules": "lm_head (output embeddings) and embeddings"}
 
-    def build(self, checkpoint, calibration=None):
-        config = ao_config(self.bits, self.symmetric)
-        model = copy.deepcopy(checkpoint.model)
-        fake_quantize(model, lambda w: torchao_dequantized(w, config))
-        return model
+    def check(self, checkpoint, calibration) -> None:
+        ao_config(self.bits, self.symmetric)
+
+    def quantize_rows(self, w: torch.Tensor) -> torch.Tensor:
+        return torchao_dequantized(w, ao_config(self.bits, self.symmetric))

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Scheme, out_in_weight, write_weight
-from .calibration import block_stats, blocks, working_copy
+from .base import Scheme, out_in_weight, quantizable_modules, write_weight
+from .calibration import block_stats, blocks, pad_id, require
 from .rtn import rtn_quantize
 
 N_GRID = 20
@@ -70,8 +70,11 @@ class AWQScheme(Scheme):
                 "clip_search": False, "folding": "Q(W·s)/s written into the Linear",
                 "skipped_modules": "lm_head (output embeddings) and embeddings"}
 
-    def build(self, checkpoint, calibration=None):
-        model, pad, modules = working_copy(checkpoint, calibration, "AWQ")
+    def check(self, checkpoint, calibration) -> None:
+        require(calibration, "AWQ")
+
+    def apply(self, model, checkpoint, calibration) -> None:
+        pad, modules = pad_id(checkpoint), dict(quantizable_modules(model))
         # AWQ searches scales on the full-precision model (it quantizes only at the end), so all statistics
         # come from the original, block by block, before any weight is replaced.
         plan = []
@@ -92,4 +95,3 @@ class AWQScheme(Scheme):
             W = out_in_weight(mod).to(torch.float32)
             q = rtn_quantize(W if s is None else W * s, self.bits, self.group_size, symmetric=False)
             write_weight(mod, q if s is None else q / s)
-        return model

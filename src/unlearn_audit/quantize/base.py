@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from ..models.weights import empty_model, fill
+from ..models.weights import quantizable_modules as quantizable_modules  # every scheme's module list
 
 if TYPE_CHECKING:
     from ..models.loading import Checkpoint
@@ -38,6 +41,14 @@ class GridCodes:
 
 
 class Scheme(ABC):
+    """How to turn a checkpoint into one variant's model.
+
+    ``build`` fills a model from the checkpoint's files (``into``: the audit's one resident model, else a
+    new float32 model) and then lets ``apply`` change it in place: whole-model methods (GPTQ and AWQ,
+    which need activations; pruning, noise, relearning) work on the filled model. Schemes whose every
+    weight is quantized on its own (``WeightwiseScheme``) quantize on the way in instead, so no
+    full-precision copy of a weight is ever kept. No scheme copies a whole model."""
+
     name: str
     bits: int | None
     description: str
@@ -50,10 +61,24 @@ class Scheme(ABC):
         """Everything that defines the scheme, recorded in the report's config."""
         return {}
 
-    @abstractmethod
-    def build(self, checkpoint: "Checkpoint", calibration: list[list[int]] | None = None) -> nn.Module:
-        """A new model holding the quantized weights; ``checkpoint.model`` itself is left untouched.
-        ``calibration`` is a list of token-id sequences, used only by calibrated schemes."""
+    def check(self, checkpoint: "Checkpoint", calibration: list[list[int]] | None) -> None:
+        """Raise ``SchemeUnavailable`` when the scheme cannot run here, before any weight is read."""
+
+    def build(self, checkpoint: "Checkpoint", calibration: list[list[int]] | None = None,
+              into: nn.Module | None = None) -> nn.Module:
+        """The variant's model: ``into`` (or a new float32 model) filled from ``checkpoint.source`` and
+        transformed. ``calibration`` is a list of token-id sequences, used only by calibrated schemes."""
+        self.check(checkpoint, calibration)
+        model = into if into is not None else empty_model(checkpoint.config)
+        self.fill(model, checkpoint)
+        self.apply(model, checkpoint, calibration)
+        return model
+
+    def fill(self, model: nn.Module, checkpoint: "Checkpoint") -> None:
+        fill(model, checkpoint.source)
+
+    def apply(self, model: nn.Module, checkpoint: "Checkpoint", calibration: list[list[int]] | None) -> None:
+        """Change the filled model in place (whole-model schemes); nothing by default (fp32)."""
 
     def seeded(self) -> list["Scheme"]:
         """The schemes whose models are probed and averaged per sample to make this variant: itself, except
@@ -66,16 +91,20 @@ class Scheme(ABC):
         return None
 
 
-def quantizable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every nn.Linear and GPT-2 Conv1D except the output head, as in the paper and HF's quantizers."""
-    from transformers.pytorch_utils import Conv1D
+class WeightwiseScheme(Scheme):
+    """A scheme that maps each quantizable weight to Q(w) on its own, row-block by row-block: the
+    weights are quantized as they stream in from the files (models/weights.py), in float32 chunks of
+    whole rows; ``row_block`` is the number of rows a chunk must be a multiple of (flattened blocks of
+    NF4/FP4 span rows)."""
 
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, (nn.Linear, Conv1D)) and module is not head
-    ]
+    row_block: int = 1
+
+    @abstractmethod
+    def quantize_rows(self, w: torch.Tensor) -> torch.Tensor:
+        """Q(w) for float32 (rows, in) rows of one weight, same shape, float32, on w's device."""
+
+    def fill(self, model: nn.Module, checkpoint: "Checkpoint") -> None:
+        fill(model, checkpoint.source, self.quantize_rows, self.row_block)
 
 
 def out_in_weight(module: nn.Module) -> torch.Tensor:
@@ -91,9 +120,3 @@ def write_weight(module: nn.Module, q: torch.Tensor) -> None:
 
     with torch.no_grad():
         module.weight.copy_(q.t() if isinstance(module, Conv1D) else q)
-
-
-def fake_quantize(model: nn.Module, quantize: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Replace each quantizable weight by its dequantized value Q(w), in place."""
-    for _, module in quantizable_modules(model):
-        write_weight(module, quantize(out_in_weight(module)))

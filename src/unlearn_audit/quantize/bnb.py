@@ -54,8 +54,12 @@ class BitsAndBytes(Scheme):
             "avx512bf16_guard": "support_avx512bf16_for_cpu=False on every Linear4bit",
         }
 
-    def build(self, checkpoint, calibration=None):
+    def build(self, checkpoint, calibration=None, into=None):
+        """bitsandbytes' own model, loaded and quantized by the library from the checkpoint's files;
+        ``into`` is left as it is (its Linears are not the library's); the library quantizes on ``into``'s
+        device, so on a GPU with its CUDA kernels."""
         bnb = _bnb()
+        device = str(next(into.parameters()).device) if into is not None else "cpu"
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
         if self.mode == "int8":
@@ -68,7 +72,7 @@ class BitsAndBytes(Scheme):
             model = AutoModelForCausalLM.from_pretrained(
                 checkpoint.path,
                 quantization_config=config,
-                device_map="cpu",
+                device_map=device,
                 dtype=torch.float32,
                 local_files_only=True,
                 trust_remote_code=False,

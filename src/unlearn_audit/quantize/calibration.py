@@ -15,7 +15,6 @@ audit uses the retain set when one is given and otherwise the generic text shipp
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass, field
 
@@ -116,10 +115,11 @@ def block_stats(model: nn.Module, block: Block, calibration: list[list[int]], pa
     return stats
 
 
-def working_copy(checkpoint, calibration: list[list[int]] | None, method: str) -> tuple[nn.Module, int, dict]:
-    """A copy of the model to quantize in place, the pad id for calibration batches, and its modules."""
+def require(calibration: list[list[int]] | None, method: str) -> None:
     if not calibration:
         raise SchemeUnavailable(f"{method} needs calibration text and none was given")
-    model = copy.deepcopy(checkpoint.model).eval()
-    pad = checkpoint.tokenizer.pad_token_id if checkpoint.tokenizer.pad_token_id is not None else 0
-    return model, pad, dict(quantizable_modules(model))
+
+
+def pad_id(checkpoint) -> int:
+    """The pad id for calibration batches."""
+    return checkpoint.tokenizer.pad_token_id if checkpoint.tokenizer.pad_token_id is not None else 0

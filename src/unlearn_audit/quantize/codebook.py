@@ -17,11 +17,9 @@ the same value and therefore one grid cell here).
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
-from .base import GridCodes, Scheme, fake_quantize
+from .base import GridCodes, WeightwiseScheme
 
 NF4 = (
     -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
@@ -34,31 +32,62 @@ FP4 = tuple(sorted({s * v / 12 for s in (1, -1) for v in (0.0, 0.0625, 2.0, 3.0,
 CODEBOOKS = {"nf4": NF4, "fp4": FP4}
 
 
-def codebook_grid(weight: torch.Tensor, kind: str, blocksize: int = 64) -> tuple[GridCodes, torch.Tensor]:
-    """Cells and the dequantized weight of one (out, in) matrix under NF4 or FP4."""
+def _grid_constants(kind: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The codebook, its 15 midpoints and its mean spacing, computed on the CPU and then moved to
+    ``device`` (CUDA would divide by 15 as a multiplication by 1/15, which can differ in the last bit)."""
     code = torch.tensor(CODEBOOKS[kind], dtype=torch.float32)
+    mids = (code[:-1] + code[1:]) / 2
+    mean_step = (code[-1] - code[0]) / (len(code) - 1)
+    return code.to(device), mids.to(device), mean_step.to(device)
+
+
+def _cells(weight: torch.Tensor, kind: str, blocksize: int):
+    """(cell index per value as (n_blocks, blocksize) int32, absmax per block, codebook, n) of the
+    flattened weight, every tensor on the weight's device.
+
+    A flattened length that is a multiple of ``blocksize`` (every chunk ``fill`` passes: its rows are
+    a multiple of the block) is cut into blocks as a view; only a short last block needs a padded copy.
+    The absmax is max(|min|, |max|): the value of |w|.amax() without writing |w|."""
+    code, mids, _ = _grid_constants(kind, weight.device)
     w = weight.detach().to(torch.float32).reshape(-1)
     n = w.numel()
     n_blocks = -(-n // blocksize)
-    padded = torch.zeros(n_blocks * blocksize, dtype=torch.float32)
-    padded[:n] = w
-    blocks = padded.view(n_blocks, blocksize)
-    absmax = blocks.abs().amax(dim=1)
+    if n == n_blocks * blocksize:
+        blocks = w.view(n_blocks, blocksize)
+    else:
+        padded = torch.zeros(n_blocks * blocksize, dtype=torch.float32, device=w.device)
+        padded[:n] = w
+        blocks = padded.view(n_blocks, blocksize)
+    absmax = torch.maximum(blocks.amin(dim=1).abs(), blocks.amax(dim=1).abs())
     # bitsandbytes multiplies full blocks by 1/absmax and divides the short last block; a value on a
-    # codebook midpoint can round either way by one ulp, so the same arithmetic is used here.
-    scaled = blocks * (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1)
+    # codebook midpoint can round either way by one ulp, so the same arithmetic is used here (1/absmax
+    # as a tensor division, which CPU and CUDA both round correctly).
+    limited = absmax.clamp(min=1e-38)
+    scaled = blocks * torch.div(torch.ones_like(limited), limited).unsqueeze(1)
     if n % blocksize:
-        scaled[-1] = blocks[-1] / absmax[-1].clamp(min=1e-38)
-    scaled = torch.clamp(scaled, -1, 1)
-    idx = torch.bucketize(scaled, (code[:-1] + code[1:]) / 2)  # nearest entry; a tie goes low
-    deq = (code[idx] * absmax.unsqueeze(1)).reshape(-1)[:n].view_as(weight)
-    mean_step = (code[-1] - code[0]) / (len(code) - 1)
-    step = (absmax.unsqueeze(1) * mean_step).expand(-1, blocksize).reshape(-1)[:n].view_as(weight)
-    codes = idx.reshape(-1)[:n].view_as(weight).to(torch.int16)
+        scaled[-1] = blocks[-1] / limited[-1]
+    scaled.clamp_(-1, 1)
+    idx = torch.bucketize(scaled, mids, out_int32=True)  # nearest entry; a tie goes low
+    return idx, absmax, code, n
+
+
+def codebook_quantize(weight: torch.Tensor, kind: str, blocksize: int = 64) -> torch.Tensor:
+    """The dequantized float32 weight alone (``codebook_grid``'s second value, without its codes)."""
+    idx, absmax, code, n = _cells(weight, kind, blocksize)
+    return code[idx].mul_(absmax.unsqueeze(1)).reshape(-1)[:n].view(weight.shape)
+
+
+def codebook_grid(weight: torch.Tensor, kind: str, blocksize: int = 64) -> tuple[GridCodes, torch.Tensor]:
+    """Cells and the dequantized weight of one (out, in) matrix under NF4 or FP4, on its device."""
+    idx, absmax, code, n = _cells(weight, kind, blocksize)
+    deq = code[idx].mul_(absmax.unsqueeze(1)).reshape(-1)[:n].view(weight.shape)
+    mean_step = _grid_constants(kind, weight.device)[2]
+    step = (absmax.unsqueeze(1) * mean_step).expand(-1, blocksize).reshape(-1)[:n].view(weight.shape)
+    codes = idx.reshape(-1)[:n].view(weight.shape).to(torch.int16)
     return GridCodes(codes, absmax.unsqueeze(1), step), deq
 
 
-class CodebookScheme(Scheme):
+class CodebookScheme(WeightwiseScheme):
     """Fake-quantized NF4 or FP4 over every Linear/Conv1D except lm_head."""
 
     bits = 4
@@ -67,6 +96,7 @@ class CodebookScheme(Scheme):
         if kind not in CODEBOOKS:
             raise ValueError(kind)
         self.kind, self.blocksize = kind, blocksize
+        self.row_block = blocksize  # a chunk of rows holds whole blocks whatever the row length
         self.name = kind if blocksize == 64 else f"{kind}-b{blocksize}"
         self.description = f"{kind.upper()} codebook, absmax per block of {blocksize} (reference, no bitsandbytes)"
 
@@ -75,10 +105,8 @@ class CodebookScheme(Scheme):
                 "absmax": "float32 per block, no double quantization", "rounding": "nearest entry, ties low",
                 "skipped_modules": "lm_head (output embeddings) and embeddings"}
 
-    def build(self, checkpoint, calibration=None):
-        model = copy.deepcopy(checkpoint.model)
-        fake_quantize(model, lambda w: codebook_grid(w, self.kind, self.blocksize)[1].to(w.dtype))
-        return model
+    def quantize_rows(self, w: torch.Tensor) -> torch.Tensor:
+        return codebook_quantize(w, self.kind, self.blocksize)
 
     def codes(self, weight: torch.Tensor) -> GridCodes:
         return codebook_grid(weight, self.kind, self.blocksize)[0]

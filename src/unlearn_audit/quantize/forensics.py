@@ -25,6 +25,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from ..models.weights import WeightSource
 from .base import Scheme, out_in_weight, quantizable_modules
 
 BIN = 0.001
@@ -64,19 +65,20 @@ def _module(scheme: Scheme, w_orig: torch.Tensor, w_new: torch.Tensor) -> _Tally
     CHUNK is a multiple of 64, so flattened NF4/FP4 blocks never straddle two slices."""
     t = _Tally()
     for r0 in range(0, w_orig.shape[0], CHUNK):
-        wa, wb = w_orig[r0 : r0 + CHUNK].to(torch.float32), w_new[r0 : r0 + CHUNK].to(torch.float32)
+        wa, wb = w_orig[r0 : r0 + CHUNK].to(torch.float32), w_new[r0 : r0 + CHUNK].to(device=w_orig.device, dtype=torch.float32)
         a = scheme.codes(wa)
         if a is None:
             return None
         b = scheme.codes(wb)
-        t.same += int((a.codes == b.codes).sum())
+        t.same += int((a.codes.to(wa.device) == b.codes.to(wa.device)).sum())
         t.weights += a.codes.numel()
-        t.changed += int((a.params != b.params).any(dim=1).sum())
+        t.changed += int((a.params.to(wa.device) != b.params.to(wa.device)).any(dim=1).sum())
         t.groups += a.params.shape[0]
         del b
-        live = a.step > 0
-        ratio = (wb - wa).abs_()[live].div_(a.step[live]).div_(BIN).clamp_(max=N_BINS)
-        t.hist += torch.bincount(ratio.long(), minlength=N_BINS + 1)
+        step = a.step.to(wa.device)  # a grid computed elsewhere (gguf.quants is numpy) comes back on the CPU
+        live = step > 0
+        ratio = (wb - wa).abs_()[live].div_(step[live]).div_(BIN).clamp_(max=N_BINS)
+        t.hist += torch.bincount(ratio.long(), minlength=N_BINS + 1).cpu()
     return t
 
 
@@ -114,68 +116,38 @@ def compare(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], schemes: li
 
 
 def model_pairs(original: torch.nn.Module, other: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-    """Pairs from two loaded models of the same architecture."""
+    """Pairs from two models in memory of the same architecture."""
     mods = dict(quantizable_modules(other))
     for name, mod in quantizable_modules(original):
         yield name, out_in_weight(mod), out_in_weight(mods[name])
 
 
-class _Lazy:
-    """Tensors of one checkpoint by name, read from its safetensors files one at a time. Each read
-    opens and closes its file: safetensors maps files into memory, and pages of a mapping that stays
-    open count as resident, so a long-lived handle would grow to the whole checkpoint."""
-
-    def __init__(self, path: Path) -> None:
-        from safetensors import safe_open
-
-        self.where, self.bytes_read = {}, 0
-        for f in sorted(path.glob("*.safetensors")):
-            with safe_open(str(f), framework="pt", device="cpu") as h:
-                for key in h.keys():
-                    self.where[key] = f
-
-    def get(self, key: str) -> torch.Tensor | None:
-        from safetensors import safe_open
-
-        f = self.where.get(key)
-        if f is None:
-            return None
-        with safe_open(str(f), framework="pt", device="cpu") as h:
-            t = h.get_tensor(key).clone()
-        self.bytes_read += t.numel() * t.element_size()
-        return t
-
-
-def checkpoint_pairs(original_dir: Path, other_dir: Path, stats: dict) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-    """Pairs streamed from two checkpoints, one tensor of each resident at a time. The module list
-    comes from the architecture built on the meta device (no weights, no custom code)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def source_pairs(original: WeightSource, other: WeightSource, model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(module, original (out, in), other (out, in)) for every quantizable module of ``model`` (the
+    architecture; its weights are not read), streamed from the two checkpoints' files: one tensor of
+    each resident at a time."""
     from transformers.pytorch_utils import Conv1D
 
-    from ..errors import InputError
-    from ..models.loading import check_directory
-
-    check_directory(original_dir, "original", pickle_flag=False)  # diff streams safetensors only
-    check_directory(other_dir, "unlearned", pickle_flag=False)
-    config = AutoConfig.from_pretrained(original_dir, local_files_only=True, trust_remote_code=False)
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
-    a, b = _Lazy(original_dir), _Lazy(other_dir)
-    prefixes = ("", f"{skeleton.base_model_prefix}.")
-    for name, mod in quantizable_modules(skeleton):
-        keys = [f"{name}.weight"] + [f"{name[len(p):]}.weight" for p in prefixes if p and name.startswith(p)]
-        key = next((k for k in keys if k in a.where), None)
-        if key is None:
-            raise InputError(f"{original_dir}: no weight for {name} in its safetensors files")
-        if key not in b.where:
-            raise InputError(f"{other_dir}: no weight for {name}; not the same architecture as {original_dir}")
-        wa, wb = a.get(key), b.get(key)
-        if wa.shape != wb.shape:
-            raise InputError(f"{other_dir}: {name} has shape {tuple(wb.shape)}, the original {tuple(wa.shape)}")
+    for name, mod in quantizable_modules(model):
+        wa, wb = original.get(f"{name}.weight"), other.get(f"{name}.weight")
         if isinstance(mod, Conv1D):
             wa, wb = wa.t(), wb.t()
         yield name, wa, wb
-        stats["bytes_read"] = a.bytes_read + b.bytes_read
+
+
+def checkpoint_pairs(original_dir: Path, other_dir: Path, stats: dict) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Pairs streamed from two checkpoint directories (safetensors only), checked as the audit checks a
+    checkpoint; the module list comes from the architecture built on the meta device."""
+    from ..errors import InputError
+    from ..models.loading import open_directory_weights
+
+    a, skeleton = open_directory_weights(original_dir, "original")
+    b, _ = open_directory_weights(other_dir, "unlearned")
+    if dict(a.shapes) != dict(b.shapes):
+        raise InputError(f"{other_dir}: not the same architecture as {original_dir} (tensor names or shapes differ)")
+    for pair in source_pairs(a, b, skeleton):
+        yield pair
+        stats["bytes_read"] = a.stats["bytes_read"] + b.stats["bytes_read"]
 
 
 def diff(original_dir: Path, other_dir: Path, schemes: list[Scheme]) -> dict:

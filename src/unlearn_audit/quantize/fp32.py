@@ -8,7 +8,4 @@ from .base import Scheme
 class FullPrecision(Scheme):
     name = "fp32"
     bits = 32
-    description = "the checkpoint as given, in float32 (the full-precision baseline)"
-
-    def build(self, checkpoint, calibration=None):
-        return checkpoint.model
+    description = "the checkpoint as given, unquantized (the full-precision baseline)"

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Scheme, out_in_weight, write_weight
-from .calibration import block_stats, blocks, working_copy
+from .base import Scheme, out_in_weight, quantizable_modules, write_weight
+from .calibration import block_stats, blocks, pad_id, require
 from .rtn import rtn_codes
 
 LAZY_BLOCK = 128
@@ -86,8 +86,11 @@ class GPTQScheme(Scheme):
                 "act_order": False, "sequential": "block by block on the already quantized prefix",
                 "skipped_modules": "lm_head (output embeddings) and embeddings"}
 
-    def build(self, checkpoint, calibration=None):
-        model, pad, modules = working_copy(checkpoint, calibration, "GPTQ")
+    def check(self, checkpoint, calibration) -> None:
+        require(calibration, "GPTQ")
+
+    def apply(self, model, checkpoint, calibration) -> None:
+        pad, modules = pad_id(checkpoint), dict(quantizable_modules(model))
         torch.set_flush_denormal(True)
         try:
             for block in blocks(model):
@@ -101,4 +104,3 @@ class GPTQScheme(Scheme):
                     write_weight(mod, q)
         finally:
             torch.set_flush_denormal(False)
-        return model

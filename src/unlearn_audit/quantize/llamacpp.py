@@ -23,7 +23,6 @@ precision, as in every other preset (and the paper).
 
 from __future__ import annotations
 
-import copy
 import re
 import subprocess
 import sys
@@ -94,7 +93,7 @@ def write_f32(model, names: dict[str, str], path: Path) -> None:
     w.add_vocab_size(int(c.vocab_size))
     w.add_file_type(0)  # all F32
     for name, module in quantizable_modules(model):
-        w.add_tensor(names[name], out_in_weight(module).to(torch.float32).contiguous().numpy())
+        w.add_tensor(names[name], out_in_weight(module).to(device="cpu", dtype=torch.float32).contiguous().numpy())
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -153,12 +152,12 @@ class LlamaCppScheme(Scheme):
                 "mixture": "chosen per tensor by llama_model_quantize (fallback types where rows are not a multiple of 256)",
                 "skipped_modules": "lm_head (output embeddings) and embeddings"}
 
-    def build(self, checkpoint, calibration=None):
+    def check(self, checkpoint, calibration) -> None:
         reason = available()
         if reason:
             raise SchemeUnavailable(reason)
-        model = copy.deepcopy(checkpoint.model)
+
+    def apply(self, model, checkpoint, calibration) -> None:
         weights, _ = llamacpp_quantize(model, self.kind)
         for name, module in quantizable_modules(model):
-            write_weight(module, weights[name].to(module.weight.dtype))
-        return model
+            write_weight(module, weights[name])

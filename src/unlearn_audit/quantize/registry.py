@@ -89,7 +89,7 @@ class NoLibrary(Scheme):
         self.name, self.bits, self.reason = f"{reference.name}@library", reference.bits, reason
         self.description = f"{reference.name} through a library: {reason}"
 
-    def build(self, checkpoint, calibration=None):
+    def check(self, checkpoint, calibration) -> None:
         raise SchemeUnavailable(self.reason)
 
 

@@ -11,18 +11,18 @@ group size (SmolLM2: 576 = 4 × 128 + 64) the last group of each row is the shor
 own absmax; this is what zero-padding the row would give, since padding never changes an absmax.
 ``group_size=None`` means one group per output channel (per-channel quantization).
 
-The tool writes the dequantized weights back into an fp32 model ("fake quantization"), so plain
-transformers runs the variant on CPU and the weights are exactly what a real int kernel would use.
+The tool writes the dequantized weights into the model ("fake quantization"), so plain transformers
+runs the variant and the weights are exactly what a real int kernel would use (stored in the compute
+dtype, as such a kernel holds them after dequantizing).
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 
-from .base import GridCodes, Scheme, fake_quantize
+from .base import GridCodes, WeightwiseScheme
 
 PARTIAL_GROUP_RULE = (
     "the last group of each row holds the remainder of the input dimension (e.g. 576 = 4 x 128 + 64) "
@@ -54,14 +54,51 @@ class RTNCodes:
 
 
 def rtn_groups(weight: torch.Tensor, group_size: int | None) -> tuple[torch.Tensor, int]:
-    """(out, n_groups, g) view of an (out, in) matrix; a short last group is zero-padded (see above)."""
+    """(out, n_groups, g) groups of an (out, in) matrix; a short last group is zero-padded (see above).
+
+    When the input size is a multiple of the group size this is a view of the float32 weight (no
+    copy; callers must not write into it); otherwise the padded copy lives on the weight's device."""
     w = weight.detach().to(torch.float32)
     out_features, in_features = w.shape
     g = in_features if group_size is None else group_size
     n_groups = -(-in_features // g)
-    padded = torch.zeros(out_features, n_groups * g, dtype=torch.float32)
+    if in_features == n_groups * g:
+        return w.reshape(out_features, n_groups, g), g
+    padded = torch.zeros(out_features, n_groups * g, dtype=torch.float32, device=w.device)
     padded[:, :in_features] = w
     return padded.view(out_features, n_groups, g), g
+
+
+def _check_bits(bits: int) -> None:
+    if not 2 <= bits <= 8:
+        raise ValueError(f"RTN bits must be between 2 and 8, got {bits}")
+
+
+def _group_params(grouped: torch.Tensor, bits: int, symmetric: bool):
+    """Per-group (scales, safe, zeros, lo, hi) of (..., g) groups: Eq. 2's Δ (or the affine Δ and
+    zero point), Δ with 0 replaced by 1, and the code range. ``zeros`` is float32 and never -0.0.
+
+    The symmetric absmax is max(|min|, |max|) from two reductions instead of |w|.amax(), which would
+    write a full-size |w| first: the value is the same, and an all-zero group gets +0 either way.
+    (torch.aminmax is one pass, but on CPU several times slower than amin and amax together.)
+    A divisor that is not a power of two is a tensor on the weight's device, never a Python number:
+    CUDA divides by a CPU scalar as a multiplication by its reciprocal, which can differ in the last
+    bit from the division the CPU does; dividing by a power of two is exact either way."""
+    if symmetric:
+        lo_v, hi_v = grouped.amin(dim=-1), grouped.amax(dim=-1)
+        scales = torch.maximum(lo_v.abs(), hi_v.abs()) / 2 ** (bits - 1)
+        lo, hi, zeros = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1, None
+    else:
+        lo_v = grouped.amin(dim=-1).clamp(max=0)
+        hi_v = grouped.amax(dim=-1).clamp(min=0)
+        scales = (hi_v - lo_v) / torch.full((), 2**bits - 1, dtype=torch.float32, device=grouped.device)
+        lo, hi = 0, 2**bits - 1
+    # An all-zero group has Δ = 0; its codes are 0 (or z) whatever the scale, so use 1 to avoid 0/0.
+    safe = torch.where(scales == 0, torch.ones_like(scales), scales)
+    if not symmetric:
+        # + 0.0 turns a -0.0 (round of a tiny negative) into +0.0, as the int16 zero point stores it.
+        zeros = torch.clamp(-torch.round(lo_v / safe), lo, hi).add_(0.0)
+    return scales, safe, zeros, lo, hi
 
 
 def rtn_codes(weight: torch.Tensor, bits: int, group_size: int | None = 128, symmetric: bool = True) -> RTNCodes:
@@ -70,36 +107,56 @@ def rtn_codes(weight: torch.Tensor, bits: int, group_size: int | None = 128, sym
     Symmetric is Eq. 2. Asymmetric follows PyTorch's affine convention (torchao's ``MappingType.ASYMMETRIC``):
     the group's range is widened to include 0, Δ = (max - min) / (2^N - 1), the zero point
     z = -round(min / Δ) is an integer, and codes are clamp(round(w / Δ) + z, 0, 2^N - 1). A padded
-    short group is unaffected, because the range already includes 0.
+    short group is unaffected, because the range already includes 0. Every tensor lives on the
+    weight's device.
     """
-    if not 2 <= bits <= 8:
-        raise ValueError(f"RTN bits must be between 2 and 8, got {bits}")
+    _check_bits(bits)
     out_features, in_features = weight.shape
     grouped, g = rtn_groups(weight, group_size)
-    if symmetric:
-        scales = grouped.abs().amax(dim=2) / 2 ** (bits - 1)
-        lo, hi, zeros = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1, None
-    else:
-        lo_v = grouped.amin(dim=2).clamp(max=0)
-        hi_v = grouped.amax(dim=2).clamp(min=0)
-        scales = (hi_v - lo_v) / (2**bits - 1)
-        lo, hi = 0, 2**bits - 1
-    # An all-zero group has Δ = 0; its codes are 0 (or z) whatever the scale, so use 1 to avoid 0/0.
-    safe = torch.where(scales == 0, torch.ones_like(scales), scales)
-    if not symmetric:
-        zeros = torch.clamp(-torch.round(lo_v / safe), lo, hi)
+    scales, safe, zeros, lo, hi = _group_params(grouped, bits, symmetric)
     shift = 0 if zeros is None else zeros.unsqueeze(2)
     codes = torch.clamp(torch.round(grouped / safe.unsqueeze(2)) + shift, lo, hi)
     codes = codes.view(out_features, -1)[:, :in_features].to(torch.int16)
     return RTNCodes(codes, scales, g, None if zeros is None else zeros.to(torch.int16))
 
 
+def _fake_quantize_groups(out: torch.Tensor, grouped: torch.Tensor, bits: int, symmetric: bool) -> None:
+    """Write Q(w) of (rows, n, g) groups into ``out`` (same shape, may be a strided view), in place.
+
+    The arithmetic is that of ``rtn_codes(...).dequantize()``, step for step, in one buffer: w / Δ
+    (a true division, as there, not a multiplication by 1/Δ, so every tie rounds alike), round half to
+    even, + z (+ 0.0 when symmetric: it turns round's -0.0 into the +0.0 an int16 code converts back
+    to, so that a zero weight keeps its sign bit too), clamp, - z, times Δ."""
+    scales, safe, zeros, lo, hi = _group_params(grouped, bits, symmetric)
+    torch.div(grouped, safe.unsqueeze(-1), out=out)
+    out.round_().add_(0.0 if zeros is None else zeros.unsqueeze(-1)).clamp_(lo, hi)
+    if zeros is not None:
+        out.sub_(zeros.unsqueeze(-1))
+    out.mul_(scales.unsqueeze(-1))
+
+
 def rtn_quantize(weight: torch.Tensor, bits: int, group_size: int | None = 128, symmetric: bool = True) -> torch.Tensor:
-    """The dequantized weight Q(w), same shape and dtype as ``weight``."""
-    return rtn_codes(weight, bits, group_size, symmetric).dequantize().to(weight.dtype)
+    """The dequantized weight Q(w) of Eq. 2 (or its asymmetric form), same shape and dtype as ``weight``,
+    on its device; bit for bit ``rtn_codes(weight, ...).dequantize()``.
+
+    This is the path every streamed chunk of a model takes (models/weights.py), so it keeps no codes:
+    one output buffer is written in place (``_fake_quantize_groups``), the groups are views of the
+    weight, and a short last group is quantized on its own rather than zero-padded (its absmax, or its
+    range widened to include 0, is the padded group's, so its values are the same)."""
+    _check_bits(bits)
+    w = weight.detach().to(torch.float32)
+    out_features, in_features = w.shape
+    g = in_features if group_size is None else group_size
+    full = in_features // g * g
+    out = torch.empty((out_features, in_features), dtype=torch.float32, device=w.device)
+    if full:
+        _fake_quantize_groups(out[:, :full].view(out_features, -1, g), w[:, :full].reshape(out_features, -1, g), bits, symmetric)
+    if full < in_features:
+        _fake_quantize_groups(out[:, full:].unsqueeze(1), w[:, full:].unsqueeze(1), bits, symmetric)
+    return out.to(weight.dtype)
 
 
-class RTNScheme(Scheme):
+class RTNScheme(WeightwiseScheme):
     """Fake-quantized RTN over every Linear/Conv1D except lm_head (see the module docstring)."""
 
     def __init__(self, bits: int, group_size: int | None = 128, symmetric: bool = True) -> None:
@@ -127,10 +184,8 @@ class RTNScheme(Scheme):
             "skipped_modules": "lm_head (output embeddings) and embeddings",
         }
 
-    def build(self, checkpoint, calibration=None):
-        model = copy.deepcopy(checkpoint.model)
-        fake_quantize(model, lambda w: rtn_quantize(w, self.bits, self.group_size, self.symmetric))
-        return model
+    def quantize_rows(self, w: torch.Tensor) -> torch.Tensor:
+        return rtn_quantize(w, self.bits, self.group_size, self.symmetric)
 
     def codes(self, weight: torch.Tensor) -> GridCodes:
         return rtn_codes(weight, self.bits, self.group_size, self.symmetric).grid()

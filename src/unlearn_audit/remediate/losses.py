@@ -18,19 +18,21 @@ from ..models.batch import Batch
 
 
 def _logits(model, b: Batch) -> torch.Tensor:
-    return model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits[:, :-1].float()
+    device = next(model.parameters()).device
+    return model(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device)).logits[:, :-1].float()
 
 
 def cross_entropy(model, b: Batch) -> torch.Tensor:
     """Mean next-token cross-entropy over the batch's real tokens (what HF's ``labels=`` loss computes)."""
     logits = _logits(model, b)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b.labels[:, 1:].reshape(-1), ignore_index=-100)
+    labels = b.labels[:, 1:].reshape(-1).to(logits.device)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels, ignore_index=-100)
 
 
 def sequence_logprob(model, b: Batch) -> torch.Tensor:
     """log p(x) per sequence: the sum of its next-token log-probs."""
     logp = torch.log_softmax(_logits(model, b), dim=-1)
-    target = b.labels[:, 1:]
+    target = b.labels[:, 1:].to(logp.device)
     picked = logp.gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     return (picked * (target != -100)).sum(dim=1)
 
@@ -52,5 +54,5 @@ def kl_to_original(model, original, retain: Batch) -> torch.Tensor:
     with torch.no_grad():
         logq = torch.log_softmax(_logits(original, retain), dim=-1)
     per_token = (logp.exp() * (logp - logq)).sum(-1)
-    real = (retain.labels[:, 1:] != -100).float()
+    real = (retain.labels[:, 1:] != -100).float().to(per_token.device)
     return (per_token * real).sum() / real.sum()

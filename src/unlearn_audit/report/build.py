@@ -45,8 +45,9 @@ def _model(ckpt) -> dict | None:
     # pad/bos/eos ids every saved checkpoint carries), without transformers' bookkeeping keys.
     from transformers import GenerationConfig
 
-    stock = GenerationConfig.from_model_config(ckpt.model.config).to_diff_dict()
-    asked = {k: v for k, v in sorted(ckpt.model.generation_config.to_diff_dict().items())
+    stock = GenerationConfig.from_model_config(ckpt.config).to_diff_dict()
+    generation = ckpt.generation_config.to_diff_dict() if ckpt.generation_config is not None else {}
+    asked = {k: v for k, v in sorted(generation.items())
              if k != "transformers_version" and not k.startswith("_") and (k not in stock or stock[k] != v)}
     if asked:
         out["generation_config_ignored"] = asked

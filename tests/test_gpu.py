@@ -1,0 +1,90 @@
+"""The weightwise quantizers on a CUDA device give the CPU's bits and leave their results on the GPU.
+
+Every test here is marked ``gpu`` and skipped where torch sees no CUDA device (tests/conftest.py).
+The tolerance is zero, sign of zero included: the quantizers use only operations that IEEE rounds
+exactly alike on both devices (true divisions by tensors on the device; never a division by a Python
+number, which CUDA computes as a multiplication by its reciprocal), and float16 rounding to nearest even.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from unlearn_audit.quantize.ggml import GGMLScheme, ggml_roundtrip
+from unlearn_audit.quantize.registry import get_scheme
+
+pytestmark = pytest.mark.gpu
+
+PRESETS = ["rtn-int8", "rtn-int4", "rtn-int4-asym", "rtn-int4-pc", "nf4", "fp4",
+           "gguf-q8_0", "gguf-q4_0", "gguf-q4_1", "gguf-q5_0", "gguf-q5_1"]
+
+
+def weights(rows: int = 256, cols: int = 576) -> torch.Tensor:
+    """Llama-like N(0, 0.02) rows (576 = 4 x 128 + 64 = 18 x 32: a short RTN group, whole GGUF blocks)
+    with zero groups, magnitude ties, exact half steps and a wide range of scales."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(rows, cols, generator=g) * 0.02
+    w[0] = 0.0
+    w[1, :64] = 0.0
+    w[2, :64] = torch.tensor([0.5, -0.5] * 32)
+    w[3, :64] = torch.tensor([-0.5, 0.5] * 32)
+    w[4] = torch.randint(-255, 256, (cols,), generator=g).float() / 256
+    w[4, ::32] = 1.0
+    w[5] = (torch.arange(cols) % 32 - 16).float() + 0.5
+    w[5, ::32] = 127.0
+    w[6, :] *= 1e-3
+    w[6, ::97] = -1.0
+    w[7:39] *= torch.logspace(-6, 3, 32).unsqueeze(1)
+    return w
+
+
+def assert_same_bits(gpu: torch.Tensor, cpu: torch.Tensor) -> None:
+    gpu = gpu.cpu()
+    assert gpu.dtype == cpu.dtype and gpu.shape == cpu.shape
+    if cpu.dtype == torch.float32:
+        assert torch.equal(gpu.view(torch.int32), cpu.view(torch.int32))
+    else:
+        assert torch.equal(gpu, cpu)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_quantize_rows_on_the_gpu_is_the_cpu_result_bit_for_bit(name):
+    scheme = get_scheme(name)
+    for w in (weights(), torch.randn(2048, 2048, generator=torch.Generator().manual_seed(1)) * 0.02):  # a 4M-element chunk
+        q = scheme.quantize_rows(w.cuda())
+        assert q.is_cuda and q.dtype == torch.float32 and q.shape == w.shape
+        assert_same_bits(q, scheme.quantize_rows(w))
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_transposed_rows_on_the_gpu(name):
+    """GPT-2's Conv1D weights reach ``quantize_rows`` as a transposed (non-contiguous) view."""
+    scheme = get_scheme(name)
+    w = weights()
+    strided = w.t().contiguous().cuda().t()
+    assert not strided.is_contiguous()
+    q = scheme.quantize_rows(strided)
+    assert q.is_cuda
+    assert_same_bits(q, scheme.quantize_rows(w))
+
+
+@pytest.mark.parametrize("kind", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1"])
+def test_gguf_on_the_gpu_is_gguf_quants(kind):
+    w = weights()
+    with np.errstate(all="ignore"):
+        want = ggml_roundtrip(w, kind)[1]
+    assert_same_bits(GGMLScheme(kind).quantize_rows(w.cuda()), want)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_codes_on_the_gpu_match_the_cpu(name):
+    scheme = get_scheme(name)
+    w = weights()
+    cpu, gpu = scheme.codes(w), scheme.codes(w.cuda())
+    fields = (gpu.codes, gpu.params, gpu.step)
+    if isinstance(scheme, GGMLScheme):  # gguf.quants is numpy: its codes are made on the CPU, on any device
+        assert not any(t.is_cuda for t in fields)
+    else:
+        assert all(t.is_cuda for t in fields)
+    for got, want in zip(fields, (cpu.codes, cpu.params, cpu.step)):
+        assert_same_bits(got, want)
