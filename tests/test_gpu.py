@@ -88,3 +88,35 @@ def test_codes_on_the_gpu_match_the_cpu(name):
         assert all(t.is_cuda for t in fields)
     for got, want in zip(fields, (cpu.codes, cpu.params, cpu.step)):
         assert_same_bits(got, want)
+
+
+def test_forensics_on_gpu_weights_is_the_cpu_result():
+    """Weight pairs living on the GPU (the resident model's device) are compared without a device
+    mismatch, with the CPU's numbers: the step of a numpy grid (GGUF) comes back on the CPU."""
+    from unlearn_audit.quantize.forensics import compare
+
+    w = weights()
+    moved = w + torch.randn(w.shape, generator=torch.Generator().manual_seed(1)) * 1e-4
+    schemes = [get_scheme(n) for n in ("rtn-int4", "nf4", "gguf-q4_0")]
+    cpu = compare([("m", w, moved)], schemes)
+    gpu = compare([("m", w.cuda(), moved.cuda())], schemes)
+    for s in schemes:
+        for key in ("code_overlap", "scale_changed", "median_dw_over_step", "n_weights"):
+            assert gpu[s.name][key] == cpu[s.name][key], (s.name, key)
+
+
+def test_a_resident_model_on_the_gpu_is_filled_and_quantized_there(tmp_path):
+    """The streaming fill quantizes on the resident model's device and stores Q(w) there."""
+    from conftest import on_disk
+    from unlearn_audit.benchmark import tiny
+    from unlearn_audit.models.weights import empty_model
+    from unlearn_audit.quantize.base import out_in_weight, quantizable_modules
+
+    saved = on_disk(tiny.tiny_llama(300, hidden=128, layers=2, seed=3), tmp_path)
+    scheme = get_scheme("rtn-int4")
+    built = scheme.build(saved, into=empty_model(saved.config, torch.bfloat16, "cuda"))
+    whole = dict(quantizable_modules(saved.model))
+    for name, mod in quantizable_modules(built):
+        assert mod.weight.device.type == "cuda"
+        expected = scheme.quantize_rows(out_in_weight(whole[name]).float()).to(torch.bfloat16)
+        assert torch.equal(out_in_weight(mod).cpu(), expected), name
