@@ -33,11 +33,18 @@ class GridCodes:
     minimum where the format has one), so a changed group is any differing row; ``step`` is each
     weight's quantization step Δ (for non-uniform grids, the block's absmax times the codebook's mean
     spacing), for |ΔW| / Δ.
+
+    ``zero`` is the code of each weight's zero cell, broadcastable to ``codes`` (a 0-d tensor where
+    the grid fixes it, one value per weight where it depends on the group): the cell whose dequantized
+    value is 0, or, on a grid offset by the block minimum (GGUF Q4_1/Q5_1), the cell of the grid point
+    nearest 0. It tells whether the weights unlearning moved sit in the cell that small weights share
+    (Section 5's explanation of recovery); None where the scheme does not say.
     """
 
     codes: torch.Tensor
     params: torch.Tensor  # (n_groups, k)
     step: torch.Tensor  # float32, same shape as codes
+    zero: torch.Tensor | None = None  # integer, broadcastable to codes
 
 
 class Scheme(ABC):

@@ -55,6 +55,13 @@ def ggml_roundtrip(weight: torch.Tensor, kind: str) -> tuple[np.ndarray, torch.T
 
 
 def ggml_grid(weight: torch.Tensor, kind: str) -> tuple[GridCodes, torch.Tensor]:
+    """Codes (the stored integers), per-block d (and m), step |d| and the zero cell of one (out, in) matrix.
+
+    The zero cell is the stored code that dequantizes to 0: 0 for Q8_0, the offset 8 or 16 for
+    Q4_0/Q5_0. Q4_1/Q5_1 dequantize to q · d + m with m the block minimum, so in general no code gives 0
+    exactly; their zero cell is the code of the grid point nearest 0, clip(rint(-m / d), 0, 15 or 31),
+    from the stored float16 d and m (the cell a weight of 0 falls in when the block spans 0, as nearly
+    every trained block does; the end code when it does not). A block with d = 0 has every code 0."""
     raw, deq = ggml_roundtrip(weight, kind)
     out_f, in_f = weight.shape
     blocks = raw.reshape(out_f * in_f // BLOCK, -1)
@@ -67,7 +74,13 @@ def ggml_grid(weight: torch.Tensor, kind: str) -> tuple[GridCodes, torch.Tensor]
     # Compare groups by their stored bytes: any change in d (or m) is a changed group.
     params = torch.from_numpy(blocks[:, :header].astype(np.float32))
     step = torch.from_numpy(np.repeat(np.abs(d), BLOCK, axis=1).reshape(out_f, in_f))
-    grid = GridCodes(torch.from_numpy(codes.reshape(out_f, in_f).astype(np.int16)), params, step)
+    if header == 4:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nearest = np.where(d == 0, 0, np.clip(np.rint(-m / d), 0, 2 ** TYPES[kind] - 1))
+        zero = torch.from_numpy(np.repeat(nearest, BLOCK, axis=1).reshape(out_f, in_f).astype(np.int16))
+    else:
+        zero = torch.tensor(OFFSET.get(kind, 0), dtype=torch.int16)
+    grid = GridCodes(torch.from_numpy(codes.reshape(out_f, in_f).astype(np.int16)), params, step, zero)
     return grid, deq
 
 

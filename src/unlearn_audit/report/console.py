@@ -73,17 +73,45 @@ def _short(r: dict | None) -> str:
     return "-" if r is None or r["value"] is None else f"{r['value']:.3f}"
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def changed_sentence(fx: dict) -> str | None:
+    """The weights that changed at all, from a forensics block or ``diff``'s result; None where the block
+    does not record it (a report written before these fields existed)."""
+    if fx.get("changed_fraction") is None:
+        return None
+    text = f"{fx['changed_fraction']:.2%} of the quantizable weights changed at all"
+    med = fx.get("median_abs_w_changed")
+    return text if med is None else f"{text}; median |w| of those in the original: {med:.3g}"
+
+
+def bf16_sentence(flags: dict | None) -> str | None:
+    """A fact, not a verdict: which float32 checkpoints hold only bfloat16 values (None when neither)."""
+    sides = [side for side, exact in (flags or {}).items() if exact]
+    if not sides:
+        return None
+    return (f"every float32 weight of the {' and the '.join(sides)} checkpoint{'s' if len(sides) > 1 else ''} is "
+            "exactly a bfloat16 value: probably trained or stored in bfloat16, where an update below about |w|/512 rounds away")
+
+
 def render_diff(result: dict, console: Console) -> None:
-    """The ``diff`` command's table: one row per scheme."""
+    """The ``diff`` command's table: one row per scheme, then the grid-independent numbers."""
     table = Table(title=f"grid cells shared by {result['original']} and {result['other']}")
-    for col in ("scheme", "int codes = original", "groups with changed scale", "median |ΔW|/Δ", "most changed modules"):
+    cols = ("scheme", "int codes = original", "groups with changed scale", "median |ΔW|/Δ",
+            "changed weights: same cell", "changed weights: in zero cell", "most changed modules")
+    for col in cols:
         table.add_column(col, justify="left" if col in ("scheme", "most changed modules") else "right")
     for name, r in result["schemes"].items():
         if r["status"] != "measured":
-            table.add_row(escape(name), "-", "-", "-", escape(f"skipped: {r['reason']}"))
+            table.add_row(escape(name), "-", "-", "-", "-", "-", escape(f"skipped: {r['reason']}"))
             continue
         med = r["median_dw_over_step"]
         table.add_row(name, f"{r['code_overlap']:.2%}", f"{r['scale_changed']:.2%}", "-" if med is None else f"{med:.3f}",
-                      ", ".join(r["most_changed"][:3]))
+                      _pct(r.get("changed_same_cell")), _pct(r.get("changed_in_zero_cell")), ", ".join(r["most_changed"][:3]))
     console.print(table)
+    for line in (changed_sentence(result), bf16_sentence(result.get("bf16_representable"))):
+        if line:
+            console.print(line, markup=False)
     console.print(f"read {result['bytes_read'] / 1e6:.1f} MB in {result['seconds']:.2f} s ({result['gb_per_s']} GB/s)")

@@ -12,7 +12,7 @@ from ..policy import worst
 from ..probes.mink import headline, headline_percent
 from ..probes.registry import checks as probe_checks
 from . import svg
-from .console import COLUMNS
+from .console import COLUMNS, bf16_sentence, changed_sentence
 
 # (probe, metric) -> the checks whose failure marks that cell of the summary table
 _MARKED_BY: dict[tuple[str, str], set[str]] = {}
@@ -126,3 +126,14 @@ def evidence(report: dict) -> list[dict]:
                          "overlap": sum(mask) / max(len(ref), 1)})
         items.append({"prompt": e["prompt"], "reference": e["reference"], "outputs": outs})
     return items
+
+
+def forensics_notes(report: dict) -> list[str]:
+    """Sentences under the forensics table: how many weights changed at all and their median |w|, and
+    whether a float32 checkpoint holds only bfloat16 values. These numbers do not depend on the grid, so
+    every measured block holds the same ones; the first is read. Facts only: the verdict ignores them."""
+    block = next((f for f in (report.get("forensics") or {}).values() if f.get("status") == "measured"), None)
+    if block is None:
+        return []
+    lines = (changed_sentence(block), bf16_sentence(block.get("bf16_representable")))
+    return [line[0].upper() + line[1:] + "." for line in lines if line]
