@@ -105,3 +105,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _shared_cache(tmp_path_factory):
+    """Audits through the CLI share results across runs (``--cache-dir``, by default in the user's cache
+    directory); the tests use a directory of their own, so no run reads what an earlier session wrote."""
+    import os
+
+    os.environ["UNLEARN_AUDIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("shared-cache"))
+    yield

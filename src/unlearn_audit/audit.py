@@ -25,11 +25,11 @@ from .errors import InputError
 from .models.hf import HFModel, context_length
 from .models.loading import Checkpoint, load_checkpoint, materialise, open_checkpoint
 from .models.weights import fill
-from .pipeline.cache import VariantCache, variant_key
+from .pipeline.cache import VariantCache, original_key, reference_key, variant_key
 from .pipeline.executor import LocalExecutor
 from .pipeline.provenance import changed_inputs, provenance_notes
 from .pipeline.scoring import forensics_results, index_outputs, nonfinite_scores, score_variant
-from .pipeline.types import AuditConfig, AuditData, AuditResult, JobContext, Skipped, Workload
+from .pipeline.types import AuditConfig, AuditData, AuditResult, JobContext, Skipped, VariantRun, Workload
 from .pipeline.variant import compute_dtype, resident_model
 from .pipeline.workload import build_workload
 from .policy import INCONCLUSIVE, Variant, judge
@@ -65,6 +65,7 @@ class Collected:
     forensics: dict
     resumed: tuple[str, ...]
     findings: tuple[str, ...]  # non-finite per-document scores
+    shared: tuple[str, ...]  # schemes whose original outputs came from the shared cache
 
 
 def resolve_schemes(cfg: AuditConfig) -> list:
@@ -94,16 +95,24 @@ def load_models(model_dir: str, original_dir: str | None, reference_dir: str | N
     return Models(ckpt, original, reference, model_dir, resident_model(ckpt, cfg)), cfg
 
 
-def score_reference(models: Models, work: Workload, cfg: AuditConfig, on_step) -> tuple[stats.Reference, dict]:
-    """PrivLeak's reference: the retrained model's headline Min-K% scores on the same documents, else a
-    published AUC given by the user, else a fixed 0.5."""
+def score_reference(models: Models, data: AuditData, work: Workload, cfg: AuditConfig, shared: VariantCache,
+                    on_step) -> tuple[stats.Reference, dict]:
+    """PrivLeak's reference: the retrained model's headline Min-K% scores on the same documents (from the
+    shared cache when an earlier audit scored them), else a published AUC given by the user, else 0.5."""
     if cfg.reference_auc is not None:  # a published constant, e.g. MUSE's 0.4772 (NEWS) or 0.5393 (BOOKS)
         return stats.Reference(fixed=cfg.reference_auc), {"source": "--reference-auc (given by the user, not measured)",
                                                           "auc": cfg.reference_auc}
     if models.reference is None:
         return stats.Reference(fixed=0.5), {"source": "fixed 0.5 (no --reference given)", "auc": 0.5}
+    ref, top = models.reference, mink.headline()
+    info = {"source": f"reference model {ref.path} ({'fp32' if cfg.dtype == 'float32' else cfg.dtype})"}
+    key = reference_key(ref, models.ckpt, work, data, cfg)
+    hit = shared.get(key)
+    if hit is not None:
+        on_step("the reference model's scores: from the shared cache")
+        f, h = (o.values for o in hit.outputs)
+        return stats.Reference(f, h), {**info, "auc": mink.auc(f, h), "from_shared_cache": True}
     on_step("scoring the reference model")
-    ref = models.reference
     if dict(ref.source.shapes) == dict(models.ckpt.source.shapes) and (cfg.device == "cpu" or torch.cuda.is_available()):
         model = models.resident  # streamed into the resident model, which every variant refills
         fill(model, ref.source)
@@ -111,22 +120,27 @@ def score_reference(models: Models, work: Workload, cfg: AuditConfig, on_step) -
         here = cfg if cfg.device == "cpu" or torch.cuda.is_available() else replace(cfg, device="cpu", dtype="float32")
         model = materialise(ref, getattr(torch, here.dtype), here.device)
     scored = HFModel("reference", model, models.ckpt.tokenizer, cfg.batch_size)
-    probe, top, items = PROBES["mink"], mink.headline(), work.prepared["mink"]
-    f, h = ([o.values for o in probe.run(scored, models.ckpt.tokenizer, items[split], split) if o.metric == top][0]
-            for split in ("forget", "holdout"))
+    probe, items = PROBES["mink"], work.prepared["mink"]
+    outs = tuple(next(o for o in probe.run(scored, models.ckpt.tokenizer, items[split], split) if o.metric == top)
+                 for split in ("forget", "holdout"))
     del model, scored
     gc.collect()
-    info = {"source": f"reference model {ref.path} ({'fp32' if cfg.dtype == 'float32' else cfg.dtype})", "auc": mink.auc(f, h)}
-    return stats.Reference(f, h), info
+    shared.put(key, VariantRun(outs, (), None))
+    f, h = (o.values for o in outs)
+    return stats.Reference(f, h), {**info, "auc": mink.auc(f, h)}
 
 
 def run_variants(schemes: list, models: Models, original_dir: str | None, data: AuditData, work: Workload, cfg: AuditConfig,
-                 reference: stats.Reference, cache: VariantCache, executor, on_step, timings: dict) -> Collected:
-    """Every scheme's variant, from the resume cache or an executor job, scored in scheme order."""
+                 reference: stats.Reference, cache: VariantCache, shared: VariantCache, executor, on_step,
+                 timings: dict) -> Collected:
+    """Every scheme's variant, from the resume cache or an executor job, scored in scheme order. A job
+    reuses the original's outputs from the shared cache, and stores those it computed there."""
     variants, results, samples, evidence, weights, resumed, fp32, findings = [], [], [], {}, {}, [], None, []
     keys = {s.name: variant_key(s, models.ckpt, models.original, data, cfg) for s in schemes}
     hits = {s.name: cache.get(keys[s.name]) for s in schemes}
-    ctx = JobContext(models.model_dir, original_dir, models.ckpt, models.original, work, cfg, on_step, models.resident)
+    okeys = {s.name: original_key(s, models.original, models.ckpt, work, data, cfg) for s in schemes} if models.original else {}
+    known = {n: run.outputs for n in okeys if hits[n] is None and (run := shared.get(okeys[n])) is not None}
+    ctx = JobContext(models.model_dir, original_dir, models.ckpt, models.original, work, cfg, on_step, models.resident, known)
     jobs = executor.run([s for s in schemes if hits[s.name] is None], ctx)  # in scheme order
     for scheme in schemes:
         t = time.perf_counter()
@@ -140,6 +154,8 @@ def run_variants(schemes: list, models: Models, original_dir: str | None, data: 
                 variants.append(Variant(scheme.name, scheme.bits, "skipped", run.reason))
                 continue
             cache.put(keys[scheme.name], run)
+            if scheme.name in okeys and scheme.name not in known:
+                shared.put(okeys[scheme.name], VariantRun(run.original_outputs, (), None))
         if run.forensics is not None:
             weights[scheme.name] = run.forensics
         outs, orig = index_outputs(run.outputs), index_outputs(run.original_outputs)
@@ -154,7 +170,8 @@ def run_variants(schemes: list, models: Models, original_dir: str | None, data: 
         evidence[scheme.name] = next(o.generations for o in run.outputs if o.probe == "verbmem" and o.split == "forget")
         variants.append(Variant(scheme.name, scheme.bits, "built"))
         timings[f"{scheme.name}_s"] = time.perf_counter() - t
-    return Collected(tuple(variants), tuple(results), tuple(samples), evidence, weights, tuple(resumed), tuple(findings))
+    return Collected(tuple(variants), tuple(results), tuple(samples), evidence, weights, tuple(resumed), tuple(findings),
+                     tuple(known))
 
 
 def input_findings(models: Models, data: AuditData, reference: stats.Reference) -> tuple[list[str], list[str]]:
@@ -185,11 +202,14 @@ def run_audit(
     on_step: Callable[[str], None] = lambda s: None,
     cache: VariantCache = VariantCache(None),
     executor=None,
+    shared: VariantCache = VariantCache(None),
 ) -> dict:
     """The whole audit of ``model_dir``, with the LoRA adapter ``adapter_dir`` merged in when given.
     ``data`` is an AuditData, or a MUSE directory (muse_dir.MuseCorpus) that the audited model's
     tokenizer turns into one. ``cache`` (the resume cache under ``--out``) returns variants already computed
-    with the same inputs and settings; the report lists them in ``run.resumed_variants``.
+    with the same inputs and settings; the report lists them in ``run.resumed_variants``. ``shared`` (the
+    shared cache, ``--cache-dir``) holds the original's and the reference's results of earlier audits
+    against the same models; the report lists what came from it in ``run.shared_cache``.
     ``executor`` runs the variant jobs (pipeline/executor.py): here one at a time by default, or on Ray."""
     executor = executor or LocalExecutor()
     started, timings = time.time(), {}
@@ -204,11 +224,12 @@ def run_audit(
     timings["load_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    reference, reference_info = score_reference(models, work, cfg, on_step)
+    reference, reference_info = score_reference(models, data, work, cfg, shared, on_step)
+    reference_shared = bool(reference_info.pop("from_shared_cache", False))
     if models.reference is not None:
         timings["reference_s"] = time.perf_counter() - t
 
-    got = run_variants(schemes, models, original_dir, data, work, cfg, reference, cache, executor, on_step, timings)
+    got = run_variants(schemes, models, original_dir, data, work, cfg, reference, cache, shared, executor, on_step, timings)
     checks, verdict, reason = judge(list(got.results), list(got.variants), cfg.policy)
     findings, notes = input_findings(models, data, reference)
     findings += got.findings
@@ -217,5 +238,7 @@ def run_audit(
     return build_report(AuditResult(
         models.ckpt, models.original, models.reference, data, cfg, tuple(schemes), work, reference_info, got.variants,
         got.results, tuple(checks), verdict, reason, got.samples, got.evidence, got.forensics, tuple(findings), timings,
-        started, got.resumed, executor.describe(), (*cache.notes, *notes),
+        started, got.resumed, executor.describe(), (*cache.notes, *shared.notes, *notes),
+        {"dir": str(shared.root), "original_results": list(got.shared), "reference_scores": reference_shared}
+        if shared.root is not None else None,
     ))

@@ -181,6 +181,7 @@ def build_sure(recipe: Recipe, files: dict[str, Path], models: dict[str, Path], 
 def run_demo(out: Path, on_step: Callable[[str], None], log: Callable[[str], None], recipe: Recipe = Recipe(),
              remediate: bool = False) -> dict:
     from ..audit import run_audit
+    from ..pipeline.cache import VariantCache, shared_dir
     from ..pipeline.types import AuditConfig, AuditData
 
     t0 = time.perf_counter()
@@ -193,14 +194,15 @@ def run_demo(out: Path, on_step: Callable[[str], None], log: Callable[[str], Non
         forget=load_texts(files["forget"]), holdout=load_texts(files["holdout"]), retain=load_texts(files["retain"]),
         forget_qa=load_qa(files["forget_qa"]), retain_qa=load_qa(files["retain_qa"]), holdout_qa=load_qa(files["holdout_qa"]),
     )
+    shared = VariantCache(shared_dir())  # the target's and the reference's results serve both audits and every rerun
     report = run_audit(str(models["unlearned"]), data, AuditConfig(schemes=recipe.schemes, seed=recipe.seed, batch_size=recipe.audit_batch),
-                       original_dir=str(models["target"]), reference_dir=str(models["reference"]), on_step=on_step)
+                       original_dir=str(models["target"]), reference_dir=str(models["reference"]), on_step=on_step, shared=shared)
     report["demo"] = {"recipe": asdict(recipe), "models": {k: str(v) for k, v in models.items()},
                       "build_s": round(build_s, 1)}
     if remediate:
         sure = build_sure(recipe, files, models, log, on_step)
         after = run_audit(str(sure), data, AuditConfig(schemes=recipe.schemes, seed=recipe.seed, batch_size=recipe.audit_batch),
-                          original_dir=str(models["target"]), reference_dir=str(models["reference"]), on_step=on_step)
+                          original_dir=str(models["target"]), reference_dir=str(models["reference"]), on_step=on_step, shared=shared)
         after["demo"] = {"recipe": asdict(recipe), "models": {**report["demo"]["models"], "sure": str(sure)}}
         report["demo"]["remediated"] = after
     return report

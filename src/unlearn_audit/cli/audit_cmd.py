@@ -36,7 +36,9 @@ def audit(
     backend: str = typer.Option("reference", envvar=ENV("backend"),
                                 help="reference (the tool's exact algorithms) or library (bitsandbytes/torchao twins)."),
     policy: Optional[Path] = typer.Option(None, envvar=ENV("policy"), help="TOML file of verdict thresholds (see README)."),
-    fresh: bool = typer.Option(False, help="Ignore the resume cache under --out and recompute every variant."),
+    fresh: bool = typer.Option(False, help="Ignore the resume cache under --out and the shared cache, and recompute everything."),
+    cache_dir: Optional[Path] = typer.Option(None, envvar=ENV("cache-dir"),
+                                             help="Cache of the original's and reference's results, shared across audits (default: user cache dir)."),
     device: str = typer.Option("auto", envvar=ENV("device"), help="cpu, cuda or auto (cuda when available)."),
     dtype: str = typer.Option("auto", envvar=ENV("dtype"), help="auto (bfloat16 for a bfloat16 checkpoint where the device has it), float32, bfloat16."),
     fail_on: FailOn = typer.Option(FailOn.inconclusive, envvar=ENV("fail-on"),
@@ -54,7 +56,7 @@ def audit(
     from ..audit import run_audit
     from ..data import load_qa, load_texts
     from ..muse_dir import read_muse_dir
-    from ..pipeline.cache import VariantCache
+    from ..pipeline.cache import VariantCache, shared_dir
     from ..pipeline.executor import get_executor
     from ..pipeline.types import AuditData
 
@@ -99,6 +101,7 @@ def audit(
             on_step=steps,
             cache=VariantCache(out / ".cache" if out is not None else None, fresh),
             executor=jobs,
+            shared=VariantCache(cache_dir or shared_dir(), fresh),
         )
     raise typer.Exit(emit(report, fmt, out, fail_on))
 

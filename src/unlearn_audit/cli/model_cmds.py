@@ -161,6 +161,7 @@ def remediate(
     from ..audit import run_audit
     from ..data import load_texts
     from ..models.loading import load_checkpoint
+    from ..pipeline.cache import VariantCache, shared_dir
     from ..pipeline.types import AuditData
     from ..remediate.presets import unlearn_config
     from ..remediate.run import SureConfig, run_unlearning
@@ -184,5 +185,5 @@ def remediate(
     del start, ref
     with Steps() as steps_:
         report = run_audit(str(out / "model"), AuditData(forget=f, holdout=h, retain=r), audit_cfg, original_dir=str(original),
-                           on_step=steps_)
+                           on_step=steps_, shared=VariantCache(shared_dir()))
     raise typer.Exit(emit(report, fmt, out, fail_on))

@@ -1,5 +1,7 @@
 """The resume cache: one file per variant under ``--out/.cache``, so an interrupted or repeated audit
-recomputes nothing that is already done.
+recomputes nothing that is already done; and the shared cache (``--cache-dir``, by default in the
+user's cache directory), which keeps the work that does not depend on the audited model (the original's
+outputs under each scheme, the reference's scores) for every later audit against the same models.
 
 A variant's entry holds everything the model produced for it (the audited model's and the original's
 probe outputs, and the weight forensics). Its key hashes every input that can change those outputs:
@@ -28,19 +30,17 @@ from pathlib import Path
 from .. import __version__
 from ..probes.base import ProbeOutput, definitions
 from ..report.write import to_json_text, write_text_atomic
-from .types import AuditConfig, AuditData, VariantRun
+from .types import AuditConfig, AuditData, VariantRun, Workload
 
 
-def variant_key(scheme, ckpt, original, data: AuditData, cfg: AuditConfig) -> str:
+def _key(parts: dict, data: AuditData, cfg: AuditConfig) -> str:
+    """The hash of ``parts`` and of every input that shapes any model's outputs in this audit: the tool and
+    probe definitions, the data, the prompt and backend settings and the compute device and dtype."""
     parts = {
+        **parts,
         "tool": __version__,
         "probes": definitions(),
-        "model": ckpt.file_hashes,
-        "model_side_files": ckpt.side_files,  # a different tokenizer or generation config changes the outputs
-        **({"adapter": ckpt.adapter["files"]} if getattr(ckpt, "adapter", None) else {}),  # --adapter: merged weights differ
-        "original": None if original is None else [original.file_hashes, original.side_files],
         "data": {k: getattr(v, "sha256", None) for k, v in vars(data).items()},
-        "scheme": {"name": scheme.name, **scheme.params()},
         "muse_strict": cfg.muse_strict,
         "backend": cfg.backend,
         "compute": [cfg.device, cfg.dtype],  # bfloat16 compute changes generations
@@ -48,6 +48,51 @@ def variant_key(scheme, ckpt, original, data: AuditData, cfg: AuditConfig) -> st
     if cfg.limit is not None:  # the sample depends on the limit and the seed, not on the file hash alone
         parts["sample"] = [cfg.limit, cfg.seed]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def variant_key(scheme, ckpt, original, data: AuditData, cfg: AuditConfig) -> str:
+    return _key({
+        "model": ckpt.file_hashes,
+        "model_side_files": ckpt.side_files,  # a different tokenizer or generation config changes the outputs
+        **({"adapter": ckpt.adapter["files"]} if getattr(ckpt, "adapter", None) else {}),  # --adapter: merged weights differ
+        "original": None if original is None else [original.file_hashes, original.side_files],
+        "scheme": {"name": scheme.name, **scheme.params()},
+    }, data, cfg)
+
+
+def original_key(scheme, original, ckpt, work: Workload, data: AuditData, cfg: AuditConfig) -> str:
+    """The key of the original's outputs under ``scheme``: they depend on the original, the data, the
+    scheme and the settings, never on the audited model's weights, so audits of several unlearned
+    models against one original share them (the shared cache, ``--cache-dir``)."""
+    return _key({"role": "original", "original": [original.file_hashes, original.side_files], "tokenizer": _tokenizer(ckpt, work),
+                 "scheme": {"name": scheme.name, **scheme.params()}}, data, cfg)
+
+
+def reference_key(reference, ckpt, work: Workload, data: AuditData, cfg: AuditConfig) -> str:
+    """The key of the reference model's headline scores (PrivLeak's baseline), shared like the original's."""
+    return _key({"role": "reference", "reference": [reference.file_hashes, reference.side_files], "tokenizer": _tokenizer(ckpt, work)},
+                data, cfg)
+
+
+def _tokenizer(ckpt, work: Workload) -> dict:
+    """What the audited model's tokenizer contributes to another model's outputs: the token ids of the
+    workload it made (every prompt, reference and scored text), and how it decodes generations (its
+    vocabulary, merges and decoder, and its decode settings). Not its files as such: a tokenizer saved
+    again by transformers gains bookkeeping keys in tokenizer_config.json and tokenizes the same."""
+    tok = ckpt.tokenizer
+    prepared = json.dumps(work.prepared, sort_keys=True, default=repr)
+    return {"workload": hashlib.sha256(prepared.encode()).hexdigest(),
+            "vocabulary": {k: v for k, v in ckpt.side_files.items() if k in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model")},
+            "decode": [bool(getattr(tok, "clean_up_tokenization_spaces", False)), sorted(tok.all_special_tokens)]}
+
+
+def shared_dir() -> Path:
+    """The default shared cache: ``UNLEARN_AUDIT_CACHE_DIR``, else ``results`` in the user's cache directory."""
+    given = os.environ.get("UNLEARN_AUDIT_CACHE_DIR")
+    if given:
+        return Path(given)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "unlearn-audit" / "results"
 
 
 def _outs(items: list[dict]) -> tuple[ProbeOutput, ...]:

@@ -34,7 +34,8 @@ def run_job(scheme: Scheme, ctx: JobContext) -> JobOutcome:
     including when the device runs out of memory building or probing it (the next variant refills the
     resident model from the files, so nothing half-built survives)."""
     try:
-        return run_variant(scheme, ctx.ckpt, ctx.original, ctx.work, ctx.cfg, ctx.on_step, ctx.resident)
+        return run_variant(scheme, ctx.ckpt, ctx.original, ctx.work, ctx.cfg, ctx.on_step, ctx.resident,
+                           ctx.originals.get(scheme.name))
     except SchemeUnavailable as exc:
         return Skipped(str(exc))
     except (torch.OutOfMemoryError, MemoryError) as exc:
@@ -64,7 +65,8 @@ class LocalExecutor:
 _LOADED: dict = {}  # per Ray worker process: checkpoints already opened, and its resident model
 
 
-def _remote_job(scheme: Scheme, model_dir: str, original_dir: str | None, work: Workload, cfg: AuditConfig) -> JobOutcome:
+def _remote_job(scheme: Scheme, model_dir: str, original_dir: str | None, work: Workload, cfg: AuditConfig,
+                originals: dict) -> JobOutcome:
     """A Ray task: load (or reuse) the checkpoints in this worker and run one variant job. Input errors
     come back as ``Failed``, so the driver can report them in one line."""
     from ..models.loading import open_checkpoint
@@ -83,7 +85,7 @@ def _remote_job(scheme: Scheme, model_dir: str, original_dir: str | None, work: 
         key = ("resident", model_dir, cfg.dtype, cfg.device)
         if key not in _LOADED:  # one model per worker, filled by every job it runs (streamed, as locally)
             _LOADED[key] = resident_model(ckpt, cfg)
-        ctx = JobContext(model_dir, original_dir, ckpt, original, work, cfg, lambda s: None, _LOADED[key])
+        ctx = JobContext(model_dir, original_dir, ckpt, original, work, cfg, lambda s: None, _LOADED[key], originals)
         return run_job(scheme, ctx)
     except InputError as exc:
         return Failed(str(exc))
@@ -119,7 +121,8 @@ class RayExecutor:
         gpus = 1 if ctx.cfg.device == "cuda" else 0
         task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_remote_job)
         work, cfg = ray.put(ctx.work), ray.put(ctx.cfg)
-        refs = [task.remote(s, ctx.model_dir, ctx.original_dir, work, cfg) for s in schemes]
+        refs = [task.remote(s, ctx.model_dir, ctx.original_dir, work, cfg, {s.name: ctx.originals[s.name]} if s.name in ctx.originals else {})
+                for s in schemes]
         try:
             for scheme, ref in zip(schemes, refs):
                 ctx.on_step(f"{scheme.name}: waiting for its Ray task")

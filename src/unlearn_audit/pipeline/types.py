@@ -110,6 +110,8 @@ class JobContext:
     cfg: AuditConfig
     on_step: Callable[[str], None]
     resident: Any = None  # the model every variant is filled into (models/weights.py)
+    # The original's outputs per scheme already in the shared cache (pipeline/cache.py): not recomputed.
+    originals: Mapping[str, tuple[ProbeOutput, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,3 +169,4 @@ class AuditResult:
     resumed: tuple[str, ...]
     executor: dict
     notes: tuple[str, ...] = ()  # about the run itself, e.g. resume-cache entries ignored
+    shared: Mapping[str, Any] | None = None  # what came from the shared cache (None: no shared cache)

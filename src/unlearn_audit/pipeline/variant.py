@@ -43,22 +43,25 @@ def probe_all(model: HFModel, tok, work: Workload, roles: tuple[str, ...] = ROLE
 
 
 def run_variant(scheme: Scheme, ckpt: Checkpoint, original: Checkpoint | None, work: Workload, cfg: AuditConfig,
-                on_step, resident) -> VariantRun:
-    """One variant of the audited checkpoint, and the original's under the same scheme, both built in
-    ``resident``, probed, and compared weight by weight straight from the two checkpoints' files."""
+                on_step, resident, original_outputs: tuple[ProbeOutput, ...] | None = None) -> VariantRun:
+    """One variant of the audited checkpoint, and the original's under the same scheme (unless its
+    outputs are given, from the shared cache), both built in ``resident``, probed, and compared weight by
+    weight straight from the two checkpoints' files."""
     on_step(f"{scheme.name}: building and probing")
     outs = probe_scheme(scheme, ckpt, ckpt.tokenizer, work, cfg, ROLES, resident)
     orig_outs: list[ProbeOutput] = []
     fx = None
-    if original is not None:
+    if original is not None and original_outputs is not None:
+        orig_outs = list(original_outputs)
+    elif original is not None:
         on_step(f"{scheme.name}: probing the original")
         try:
             # decoded with the audited model's tokenizer, which tokenized the workload (same vocabulary, checked)
             orig_outs = probe_scheme(scheme, original, ckpt.tokenizer, work, cfg, ORIGINAL_ROLES, resident)
         except SchemeUnavailable:
             pass
-        if scheme.bits and scheme.bits < 32:
-            fx = forensics.compare(forensics.source_pairs(original.source, ckpt.source, resident), [scheme])[scheme.name]
+    if original is not None and scheme.bits and scheme.bits < 32:
+        fx = forensics.compare(forensics.source_pairs(original.source, ckpt.source, resident), [scheme])[scheme.name]
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

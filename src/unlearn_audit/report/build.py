@@ -126,6 +126,7 @@ def build_report(r: AuditResult) -> dict:
             "hardware": hardware(),
             "versions": _versions(),
             "resumed_variants": list(r.resumed),  # read from the resume cache, not recomputed
+            **({"shared_cache": dict(r.shared)} if r.shared is not None else {}),  # the original's/reference's, reused
             "executor": r.executor,
         },
         "evidence": [
