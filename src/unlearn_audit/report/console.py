@@ -45,6 +45,11 @@ def render(report: dict, console: Console) -> None:
     resumed = report["run"].get("resumed_variants")
     if resumed:
         console.print(f"  read from the resume cache, not recomputed: {', '.join(resumed)}", markup=False)
+    shared = report["run"].get("shared_cache") or {}
+    reused = [f"the original under {', '.join(shared.get('original_results', []))}"] * bool(shared.get("original_results"))
+    reused += ["the reference's scores"] * bool(shared.get("reference_scores"))
+    if reused:
+        console.print(f"  from the shared cache ({shared['dir']}): {'; '.join(reused)}", markup=False)
     colour = {"PASS": "green", "FAIL": "red"}.get(report["verdict"], "yellow")
     # Reasons quote paths and texts from the inputs: escaped, so a "[/]" in them is text, not markup.
     console.print(f"[bold {colour}]VERDICT: {escape(report['verdict'])}[/] — {escape(report['verdict_reason'])}")
