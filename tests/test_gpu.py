@@ -120,3 +120,25 @@ def test_a_resident_model_on_the_gpu_is_filled_and_quantized_there(tmp_path):
         assert mod.weight.device.type == "cuda"
         expected = scheme.quantize_rows(out_in_weight(whole[name]).float()).to(torch.bfloat16)
         assert torch.equal(out_in_weight(mod).cpu(), expected), name
+
+
+@pytest.mark.parametrize("name", ["gptq-int4", "awq-int4"])
+def test_calibrated_schemes_build_on_the_gpu(name, tmp_path):
+    """GPTQ and AWQ gather their activation statistics and solve on the resident model's device; the
+    float64 sums run in another order there, so a weight may land one cell over, but almost none do."""
+    from conftest import on_disk
+    from unlearn_audit.benchmark import tiny
+    from unlearn_audit.models.weights import empty_model
+    from unlearn_audit.quantize.base import out_in_weight, quantizable_modules
+
+    saved = on_disk(tiny.tiny_llama(300, hidden=128, layers=2, seed=3), tmp_path)
+    saved.tokenizer = type("T", (), {"pad_token_id": 0})()
+    g = torch.Generator().manual_seed(0)
+    calibration = [torch.randint(3, 300, (64,), generator=g).tolist() for _ in range(8)]
+    scheme = get_scheme(name)
+    cpu = dict(quantizable_modules(scheme.build(saved, calibration)))
+    gpu = scheme.build(saved, calibration, into=empty_model(saved.config, torch.float32, "cuda"))
+    for mod_name, mod in quantizable_modules(gpu):
+        assert mod.weight.device.type == "cuda"
+        same = (out_in_weight(mod).cpu() == out_in_weight(cpu[mod_name])).float().mean()
+        assert same > 0.99, (mod_name, float(same))

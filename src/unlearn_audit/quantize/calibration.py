@@ -90,8 +90,8 @@ def block_stats(model: nn.Module, block: Block, calibration: list[list[int]], pa
             x = x.reshape(-1, x.shape[-1])[current["mask"]].to(torch.float64)
             st = stats.get(name)
             if st is None:
-                st = stats[name] = InputStats(torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64),
-                                              torch.zeros(x.shape[1], dtype=torch.float64), group=group)
+                st = stats[name] = InputStats(torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device),
+                                              torch.zeros(x.shape[1], dtype=torch.float64, device=x.device), group=group)
             st.xtx += x.T @ x
             st.abs_sum += x.abs().sum(0)
             st.n += x.shape[0]
@@ -99,10 +99,12 @@ def block_stats(model: nn.Module, block: Block, calibration: list[list[int]], pa
                 raise _Stop
         return fn
 
+    device = next(model.parameters()).device  # the resident model's: statistics are gathered there
     handles = [modules[n].register_forward_hook(hook(n)) for n in block.names]
     try:
         with torch.inference_mode():
             for ids, mask in _batches(calibration, pad_id, batch_size):
+                ids, mask = ids.to(device), mask.to(device)
                 current["mask"], current["seen"], current["alive"] = mask.reshape(-1).bool(), {}, []
                 try:
                     model(input_ids=ids, attention_mask=mask, use_cache=False)
