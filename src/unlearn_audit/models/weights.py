@@ -91,8 +91,14 @@ class WeightSource:
         return max(share, key=share.get) if share else "float32"
 
     def nonfinite(self) -> list[str]:
-        """Model tensors holding NaN or Inf, streamed."""
-        return [name for _, name, t in self.tensors() if t.is_floating_point() and not torch.isfinite(t).all()]
+        """Model tensors holding NaN or Inf, streamed, and each checked in chunks: ``isfinite`` of a whole
+        embedding (Llama-3's is 394M values) would allocate gigabytes of temporaries at once."""
+        return [name for _, name, t in self.tensors() if t.is_floating_point() and not _finite(t)]
+
+
+def _finite(t: torch.Tensor) -> bool:
+    flat = t.reshape(-1)
+    return all(bool(torch.isfinite(flat[i : i + CHUNK_ELEMENTS]).all()) for i in range(0, flat.numel(), CHUNK_ELEMENTS))
 
 
 def _pickle_file(file: Path) -> dict[str, torch.Tensor]:
