@@ -14,8 +14,8 @@ version's audit builds a variant (into its one resident model where ``build`` ta
 
 ``--src PATH`` puts PATH first on the children's PYTHONPATH, to measure another checkout (a git worktree of
 an older commit) with the same script. Measure pinned to one core (the children run under
-``taskset -c 1`` with one thread, except on CUDA) and compare ratios of runs made side by side in one
-sitting, not absolute numbers across machines or days.
+``taskset -c 1`` with one thread, or the core ``--cpu`` names, except on CUDA) and compare ratios of
+runs made side by side in one sitting, not absolute numbers across machines or days.
 """
 
 from __future__ import annotations
@@ -76,10 +76,10 @@ def _hwm() -> int:
 
 
 def _texts(n: int) -> tuple[list[str], list[str]]:
-    """2n distinct plain-English texts of 60-100 words (seed 0): the first n are the forget set."""
+    """2n distinct short plain-English texts of 30-50 words (seed 0): the first n are the forget set."""
     rng, texts = random.Random(0), []
     while len(texts) < 2 * n:
-        words, target = [], rng.randint(60, 100)
+        words, target = [], rng.randint(30, 50)
         while len(words) < target:
             sentence = rng.choices(WORDS, k=rng.randint(6, 12))
             words += [sentence[0].capitalize(), *sentence[1:-1], sentence[-1] + "."]
@@ -179,7 +179,7 @@ def _child(args, cmd: list[str]) -> tuple[subprocess.CompletedProcess, float]:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.src, env.get("PYTHONPATH")]))
     if args.device != "cuda":
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        prefix = ["taskset", "-c", "1"]
+        prefix = ["taskset", "-c", str(args.cpu)]
     t = time.perf_counter()
     done = subprocess.run([*prefix, sys.executable, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t
@@ -196,6 +196,7 @@ def main() -> None:
     ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="float32")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--cpu", type=int, default=1, help="the core the child is pinned to")
     ap.add_argument("--src")
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--result")  # set only in the --build-only child
