@@ -49,7 +49,9 @@ class WeightSource:
 
     def get(self, name: str) -> torch.Tensor:
         """One model tensor, read from its file; the file is closed again before this returns."""
-        key = self.keys_for(name)[0]
+        return self._read(self.keys_for(name)[0])
+
+    def _read(self, key: str) -> torch.Tensor:
         if self.format == "pickle":
             return _pickle_file(self.where[key])[key]
         try:
@@ -70,7 +72,7 @@ class WeightSource:
                     yield key, self.plan[key], state.pop(key)
             return
         for key, name in self.plan.items():
-            yield key, name, self.get(name)
+            yield key, name, self._read(key)  # by key: a tied tensor stored twice is checked against both
 
     def stored_dtype(self) -> str:
         """The dtype holding most of the checkpoint's elements ("bfloat16", "float32", ...), from the
