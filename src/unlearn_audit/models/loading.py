@@ -11,7 +11,9 @@ or ambiguous weight file is refused, and every file read is hashed into the repo
 certifies is what was audited. The model is built empty from config.json and filled tensor by tensor;
 a tensor the model expects and the files lack (or the reverse, or a different shape) is refused, never
 left randomly initialised. Names and shapes are compared from the safetensors headers before any
-weight is allocated.
+weight is allocated. The audit only opens its checkpoints (``open_checkpoint``: checked and hashed,
+no tensor read) and streams their tensors into its one resident model when a step needs them
+(models/weights.py); ``load_checkpoint`` fills a model of its own, for training and the other commands.
 
 ``allow_pickle=True`` (``--allow-pickle``) reads a checkpoint that has only pickle weights
 (``pytorch_model.bin``, or the shards ``pytorch_model.bin.index.json`` names), through
