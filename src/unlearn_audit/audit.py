@@ -92,7 +92,9 @@ def load_models(model_dir: str, original_dir: str | None, reference_dir: str | N
         raise InputError(f"{original.path}: the original model's tensors (names or shapes) differ from the audited model's; "
                          "it is not the model this one was unlearned from")
     cfg = replace(cfg, dtype=compute_dtype(cfg, ckpt))  # --dtype auto, from the audited checkpoint's files
-    return Models(ckpt, original, reference, model_dir, resident_model(ckpt, cfg)), cfg
+    # The driver scores the reference in it; with a remote executor it may have no GPU of its own.
+    here = cfg if cfg.device == "cpu" or torch.cuda.is_available() else replace(cfg, device="cpu", dtype="float32")
+    return Models(ckpt, original, reference, model_dir, resident_model(ckpt, here)), cfg
 
 
 def score_reference(models: Models, data: AuditData, work: Workload, cfg: AuditConfig, shared: VariantCache,
@@ -113,12 +115,12 @@ def score_reference(models: Models, data: AuditData, work: Workload, cfg: AuditC
         f, h = (o.values for o in hit.outputs)
         return stats.Reference(f, h), {**info, "auc": mink.auc(f, h), "from_shared_cache": True}
     on_step("scoring the reference model")
-    if dict(ref.source.shapes) == dict(models.ckpt.source.shapes) and (cfg.device == "cpu" or torch.cuda.is_available()):
-        model = models.resident  # streamed into the resident model, which every variant refills
+    resident = models.resident
+    if dict(ref.source.shapes) == dict(models.ckpt.source.shapes):
+        model = resident  # streamed into the resident model, which every variant refills
         fill(model, ref.source)
-    else:  # another architecture, or a driver without the GPU its remote workers have: its own model, freed after
-        here = cfg if cfg.device == "cpu" or torch.cuda.is_available() else replace(cfg, device="cpu", dtype="float32")
-        model = materialise(ref, getattr(torch, here.dtype), here.device)
+    else:  # another architecture: its own model, like the resident one, freed after
+        model = materialise(ref, next(resident.parameters()).dtype, next(resident.parameters()).device)
     scored = HFModel("reference", model, models.ckpt.tokenizer, cfg.batch_size)
     probe, items = PROBES["mink"], work.prepared["mink"]
     outs = tuple(next(o for o in probe.run(scored, models.ckpt.tokenizer, items[split], split) if o.metric == top)
