@@ -2,17 +2,23 @@
 
     python bench/audit_speed.py [--model DIR] [--n 16] [--schemes fp32,rtn-int8,rtn-int4] [--batch-size 16]
 
-Three modes run one after another, each in its own process (so each peak RSS is its own):
+    python bench/audit_speed.py --modes baseline,tool      # a subset of the modes
+
+The modes run one after another, each in its own process (so each peak RSS is its own):
 
 * ``baseline``: a loop written the way MUSE's published evaluation code runs: one ``generate`` call per
   sample at batch size 1 for VerbMem and KnowMem, stop strings applied after generation, and a separate
   forward pass for each membership attack (LOSS, zlib, Min-K% for all k, Min-K%++ for all k);
-* ``tool``: unlearn-audit's own probes (sorted, batched, KV-cached greedy generation with stop strings
-  inside ``generate``; one forward pass per text feeding every attack);
-* ``bare``: only the batched forward and generate calls the audit cannot avoid, with no metric code.
-  Overhead = tool time / bare time.
+* ``tool``: unlearn-audit's own probes as the audit runs them: sorted, batched, KV-cached greedy
+  decoding that verifies the previous variant's output as a draft and encodes KnowMem's few-shot prefix
+  once per split (models/decode.py); one forward pass per text feeding every attack;
+* ``prefix-only``: the same with the shared prefix but no drafts; ``no-draft``: neither (transformers'
+  ``generate`` with stop strings inside it, the audit's ``--no-draft``). Each idea's gain is the ratio
+  of neighbouring columns; the tool's draft tokens offered and accepted are printed per scheme;
+* ``bare``: only the batched forward and ``generate`` calls of the no-draft path, with no metric code.
+  Overhead = no-draft time / bare time.
 
-Both baseline and tool must agree: identical greedy outputs, score attacks within 1e-6. The default
+Every tool mode must agree with the baseline: identical greedy outputs (the first difference is printed), score attacks within 1e-6. The default
 model is the demo's base model (SmolLM2-135M, fp32) from the demo cache; any local HF directory works.
 The data are the built-in benchmark's first ``--n`` forget and holdout documents and QA pairs.
 """
@@ -37,6 +43,7 @@ from unlearn_audit.benchmark.scenario import cache_root
 from unlearn_audit.data import QASet, TextSet
 from unlearn_audit.machine import usable_cpus
 from unlearn_audit.models.base import TokenScores
+from unlearn_audit.models.decode import DraftBook
 from unlearn_audit.models.hf import POSITIONS, HFModel, strip_after_eos
 from unlearn_audit.models.loading import load_checkpoint
 from unlearn_audit.pipeline.types import AuditConfig, AuditData
@@ -44,6 +51,10 @@ from unlearn_audit.pipeline.workload import build_workload
 from unlearn_audit.probes import knowmem, mink, verbmem
 from unlearn_audit.probes.base import definitions, rouge_l_f1
 from unlearn_audit.quantize.registry import get_scheme
+
+#: The tool's decoding modes: (draft from the previous variant, encode the shared prefix once).
+TOOL_MODES = {"tool": (True, True), "prefix-only": (False, True), "no-draft": (False, False)}
+MODES = ("baseline", *TOOL_MODES, "bare")
 
 
 def _hwm_mb() -> float:
@@ -111,10 +122,12 @@ def baseline(model, tok, work) -> dict:
 
 # ---- the tool, and the bare calls ----------------------------------------------------------------------
 
-def tool(model, tok, work, batch_size: int) -> dict:
-    """The audit's probe calls, exactly as ``pipeline.variant.probe_all`` makes them."""
-    hf = HFModel("bench", model, tok, batch_size)
-    out = {"gen": {}, "scores": {}}
+def tool(model, tok, work, batch_size: int, drafts: DraftBook | None = None, share_prefix: bool = False) -> dict:
+    """The audit's probe calls, exactly as ``pipeline.variant.probe_all`` makes them: with ``drafts``
+    (earlier variants' outputs verified, not decoded) and ``share_prefix`` (KnowMem's few-shot prefix
+    encoded once) as the audit runs by default, neither under ``--no-draft``."""
+    hf = HFModel("bench", model, tok, batch_size, drafts=drafts, share_prefix=share_prefix)
+    out = {"gen": {}, "scores": {}, "decoding": hf.decoding}
     for split, items in work.verbmem.items():
         o = verbmem.run(hf, tok, items, split)
         out["gen"][("verbmem", split)], out["scores"][("verbmem", split)] = list(o.generations), list(o.values)
@@ -164,14 +177,15 @@ def _child(args) -> None:
     torch.set_num_threads(usable_cpus())
     ckpt = load_checkpoint(args.model)
     work = _work(ckpt, _data(args.n))
-    timings, results, tokens = {}, {}, 0
+    timings, results, tokens, book = {}, {}, 0, DraftBook()
     for name in args.schemes.split(","):
         model = get_scheme(name).build(ckpt).eval()
         t = time.perf_counter()
         if args.mode == "baseline":
             results[name] = baseline(model, ckpt.tokenizer, work)
-        elif args.mode == "tool":
-            results[name] = tool(model, ckpt.tokenizer, work, args.batch_size)
+        elif args.mode in TOOL_MODES:
+            drafts, share_prefix = TOOL_MODES[args.mode]
+            results[name] = tool(model, ckpt.tokenizer, work, args.batch_size, book if drafts else None, share_prefix)
         else:
             results[name] = bare(model, ckpt.tokenizer, work, args.batch_size)
         timings[name] = time.perf_counter() - t
@@ -190,36 +204,47 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--schemes", default="fp32,rtn-int8,rtn-int4")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--mode", choices=["baseline", "tool", "bare"])
+    ap.add_argument("--modes", default=",".join(MODES), help="which of the modes to run (baseline and tool are needed)")
+    ap.add_argument("--mode", choices=MODES)
     ap.add_argument("--result")
     args = ap.parse_args()
     if args.mode:
         return _child(args)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("baseline", "tool", "bare"):
+        for mode in args.modes.split(","):
             res = Path(tmp) / f"{mode}.pkl"
             subprocess.run([sys.executable, __file__, "--mode", mode, "--result", str(res), "--model", args.model, "--n", str(args.n),
                             "--schemes", args.schemes, "--batch-size", str(args.batch_size)], check=True)
             runs[mode] = pickle.loads(res.read_bytes())
-    b, t = runs["baseline"], runs["tool"]
-    same_gen, max_diff = True, 0.0
-    for name in args.schemes.split(","):
-        for key, outs in b["results"][name]["gen"].items():
-            same_gen &= outs == t["results"][name]["gen"][key]
-        for key, vals in b["results"][name]["scores"].items():
-            max_diff = max(max_diff, float(np.max(np.abs(np.array(vals) - np.array(t["results"][name]["scores"][key])))))
+    b = runs["baseline"]
+    same_gen, max_diff, first_diff = {}, 0.0, {}
+    for mode in [m for m in runs if m in TOOL_MODES]:
+        t, same_gen[mode] = runs[mode], True
+        for name in args.schemes.split(","):
+            for key, outs in b["results"][name]["gen"].items():
+                mine = t["results"][name]["gen"][key]
+                if outs != mine and mode not in first_diff:
+                    i = next(i for i, (x, y) in enumerate(zip(outs, mine)) if x != y)
+                    first_diff[mode] = {"scheme": name, "probe_split": list(key), "item": i, "baseline": outs[i], "tool": mine[i]}
+                same_gen[mode] &= outs == mine
+            for key, vals in b["results"][name]["scores"].items():
+                max_diff = max(max_diff, float(np.max(np.abs(np.array(vals) - np.array(t["results"][name]["scores"][key])))))
     total = {m: sum(r["timings"].values()) for m, r in runs.items()}
+    tools = [m for m in runs if m in TOOL_MODES]
     # tokens the model produced or scored (the baseline's repeated attack passes not counted twice)
     model_tokens = b["generated_tokens"] + b["scored_tokens"] * len(args.schemes.split(","))
     print(json.dumps({
         "model": args.model, "documents_per_set": args.n, "schemes": args.schemes, "batch_size": args.batch_size,
         "cpus": usable_cpus(), "date": time.strftime("%Y-%m-%d"),
-        "wall_s": {m: round(v, 1) for m, v in total.items()}, "speedup_vs_baseline": round(total["baseline"] / total["tool"], 2),
-        "overhead_vs_bare": round(total["tool"] / total["bare"], 2),
-        "tokens_per_s": {m: round(model_tokens / total[m]) for m in ("baseline", "tool")},
+        "wall_s": {m: round(v, 1) for m, v in total.items()},
+        "speedup_vs_baseline": {m: round(total["baseline"] / total[m], 2) for m in tools},
+        **({"overhead_vs_bare": round(total["no-draft"] / total["bare"], 2)} if {"no-draft", "bare"} <= set(runs) else {}),
+        "tokens_per_s": {m: round(model_tokens / total[m]) for m in ["baseline", *tools]},
         "peak_rss_mb": {m: round(r["rss_mb"]) for m, r in runs.items()},
-        "identical_greedy_outputs": same_gen, "max_score_difference": max_diff,
+        "identical_greedy_outputs": same_gen, "first_difference": first_diff, "max_score_difference": max_diff,
+        "draft_tokens": {m: {name: r["results"][name]["decoding"] for name in args.schemes.split(",")} for m, r in runs.items()
+                         if m in TOOL_MODES and TOOL_MODES[m][0]},
         "per_scheme_s": {m: {k: round(v, 1) for k, v in r["timings"].items()} for m, r in runs.items()},
     }, indent=2))
 

@@ -22,6 +22,7 @@ import torch
 
 from . import stats
 from .errors import InputError
+from .models.decode import DraftBook
 from .models.hf import HFModel, context_length
 from .models.loading import Checkpoint, load_checkpoint, materialise, open_checkpoint
 from .models.weights import fill
@@ -66,6 +67,7 @@ class Collected:
     resumed: tuple[str, ...]
     findings: tuple[str, ...]  # non-finite per-document scores
     shared: tuple[str, ...]  # schemes whose original outputs came from the shared cache
+    decoding: dict  # per variant computed in this run: its VariantRun.decoding
 
 
 def resolve_schemes(cfg: AuditConfig) -> list:
@@ -137,12 +139,13 @@ def run_variants(schemes: list, models: Models, original_dir: str | None, data: 
                  timings: dict) -> Collected:
     """Every scheme's variant, from the resume cache or an executor job, scored in scheme order. A job
     reuses the original's outputs from the shared cache, and stores those it computed there."""
-    variants, results, samples, evidence, weights, resumed, fp32, findings = [], [], [], {}, {}, [], None, []
+    variants, results, samples, evidence, weights, resumed, fp32, findings, decoding = [], [], [], {}, {}, [], None, [], {}
     keys = {s.name: variant_key(s, models.ckpt, models.original, data, cfg) for s in schemes}
     hits = {s.name: cache.get(keys[s.name]) for s in schemes}
     okeys = {s.name: original_key(s, models.original, models.ckpt, work, data, cfg) for s in schemes} if models.original else {}
     known = {n: run.outputs for n in okeys if hits[n] is None and (run := shared.get(okeys[n])) is not None}
-    ctx = JobContext(models.model_dir, original_dir, models.ckpt, models.original, work, cfg, on_step, models.resident, known)
+    ctx = JobContext(models.model_dir, original_dir, models.ckpt, models.original, work, cfg, on_step, models.resident, known,
+                     DraftBook() if cfg.draft else None)
     jobs = executor.run([s for s in schemes if hits[s.name] is None], ctx)  # in scheme order
     for scheme in schemes:
         t = time.perf_counter()
@@ -160,6 +163,8 @@ def run_variants(schemes: list, models: Models, original_dir: str | None, data: 
                 shared.put(okeys[scheme.name], VariantRun(run.original_outputs, (), None))
         if run.forensics is not None:
             weights[scheme.name] = run.forensics
+        if run.decoding:
+            decoding[scheme.name] = dict(run.decoding)
         outs, orig = index_outputs(run.outputs), index_outputs(run.original_outputs)
         findings += [f for f in (nonfinite_scores(scheme.name, "audited", outs), nonfinite_scores(scheme.name, "original", orig)) if f]
         if scheme.name == "fp32":
@@ -173,7 +178,7 @@ def run_variants(schemes: list, models: Models, original_dir: str | None, data: 
         variants.append(Variant(scheme.name, scheme.bits, "built"))
         timings[f"{scheme.name}_s"] = time.perf_counter() - t
     return Collected(tuple(variants), tuple(results), tuple(samples), evidence, weights, tuple(resumed), tuple(findings),
-                     tuple(known))
+                     tuple(known), decoding)
 
 
 def input_findings(models: Models, data: AuditData, reference: stats.Reference) -> tuple[list[str], list[str]]:
@@ -243,4 +248,5 @@ def run_audit(
         started, got.resumed, executor.describe(), (*cache.notes, *shared.notes, *notes),
         {"dir": str(shared.root), "original_results": list(got.shared), "reference_scores": reference_shared}
         if shared.root is not None else None,
+        got.decoding,
     ))

@@ -49,6 +49,9 @@ def audit(
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster to join with --executor ray (default: a local instance)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Audit a seeded uniform sample of N records from each text set (forget, holdout, retain)."),
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True); recorded in the report."),
+    no_draft: bool = typer.Option(False, "--no-draft",
+                                  help="Decode each variant token by token with transformers' generate, instead of verifying the "
+                                  "previous variant's outputs as drafts and encoding shared prompt prefixes once."),
 ) -> None:
     """Audit a checkpoint: quantize it under each scheme, probe every variant, and give a verdict."""
     from dataclasses import replace
@@ -68,7 +71,8 @@ def audit(
                     writes=("report.json", "report.html", "samples.jsonl"))
     jobs = get_executor(executor, ray_address)
     cfg = audit_config(schemes, backend, policy, device, dtype, remote=executor != "local", seed=seed, batch_size=batch_size,
-                       muse_strict=muse_strict, reference_auc=reference_auc, allow_pickle=allow_pickle, limit=limit)
+                       muse_strict=muse_strict, reference_auc=reference_auc, allow_pickle=allow_pickle, limit=limit,
+                       draft=not no_draft)
     if reference_auc is not None and reference is not None:
         raise InputError("--reference and --reference-auc conflict: give the retrained model or its AUC, not both")
     check_set_options(muse, forget=forget, holdout=holdout, retain=retain, forget_qa=forget_qa, retain_qa=retain_qa,

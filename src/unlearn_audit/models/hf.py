@@ -7,9 +7,11 @@ from typing import Sequence
 
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.generation.stopping_criteria import StopStringCriteria
 
 from .base import TokenScores
 from .batch import pad_batch
+from .decode import Decoder, DraftBook, shared_prefix
 
 # Model types whose logits are exactly the output head applied to the decoder's last hidden state (no
 # soft-capping or scaling after the head). For these, scoring runs the head one row at a time.
@@ -29,14 +31,21 @@ class HFModel:
     """Wraps a loaded transformers model. Sequences are sorted by length so batches pad little."""
 
     def __init__(
-        self, name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 8
+        self, name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 8,
+        drafts: DraftBook | None = None, role: str = "audited", share_prefix: bool = False,
     ) -> None:
+        """``drafts``: earlier variants' outputs to verify instead of decoding token by token;
+        ``share_prefix``: encode the prompts' common prefix once per call (models/decode.py). With
+        neither, greedy decoding is transformers' ``generate``, the plain path."""
         self.name = name
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.device = next(model.parameters()).device
+        self.drafts, self.role, self.share_prefix = drafts, role, share_prefix
+        #: Greedy tokens generated, draft tokens offered, and draft tokens accepted, over every call.
+        self.decoding = {"generated": 0, "drafted": 0, "accepted": 0}
 
     def _each_batch(self, order: list[int], work) -> None:
         """Run ``work(batch)`` over ``order`` in batches; on out-of-memory, halve the batch size for the
@@ -109,8 +118,33 @@ class HFModel:
         budgets = [min(m, max(0, context - len(p))) if context else m for p, m in zip(prompts, max_new_tokens)]
         out: list[list[int]] = [[] for _ in prompts]
         order = sorted((i for i in range(len(prompts)) if budgets[i] > 0), key=lambda i: (budgets[i], len(prompts[i])))
-        self._each_batch(order, lambda batch: self._greedy_batch(prompts, budgets, stop_strings, batch, out))
+        if order and (self.drafts is not None or self.share_prefix) and fast_decoding(self.model):
+            self._decode(prompts, budgets, tuple(stop_strings), order, out)
+        else:
+            self._each_batch(order, lambda batch: self._greedy_batch(prompts, budgets, stop_strings, batch, out))
+        self.decoding["generated"] += sum(len(o) for o in out)
         return out
+
+    def _decode(self, prompts, budgets, stops: tuple[str, ...], order: list[int], out: list) -> None:
+        """Greedy decoding by draft and verify, on a shared prefix (models/decode.py); the result is the
+        plain path's."""
+        stop = StopStringCriteria(self.tokenizer, list(stops)) if stops else None
+        decoder = Decoder(self.model, self.tokenizer.eos_token_id, self.pad_id, stop, self.model.config.model_type in PLAIN_HEAD)
+        shared = shared_prefix([prompts[i] for i in order]) if self.share_prefix else 0
+        prefix = decoder.prefix_cache(prompts[order[0]][:shared]) if shared else None
+        request = lambda i: (tuple(prompts[i]), budgets[i], stops)  # noqa: E731
+
+        def work(batch: list[int]) -> None:
+            drafts = [self.drafts.get(self.role, request(i)) if self.drafts is not None else None for i in batch]
+            got = decoder.run([prompts[i] for i in batch], [budgets[i] for i in batch], drafts, shared, prefix)
+            for row, i in enumerate(batch):
+                out[i] = strip_after_eos(got.ids[row], self.tokenizer.eos_token_id, self.pad_id)
+                if self.drafts is not None:
+                    self.drafts.put(self.role, request(i), out[i])
+            self.decoding["drafted"] += sum(got.drafted)
+            self.decoding["accepted"] += sum(got.accepted)
+
+        self._each_batch(order, work)
 
     def _greedy_batch(self, prompts, max_new_tokens, stop_strings, batch: list[int], out: list) -> None:
         # Left padding: every prompt ends where generation starts.
@@ -142,6 +176,20 @@ class HFModel:
         for row, i in enumerate(batch):
             new = generated[row, width:].tolist()[: max_new_tokens[i]]
             out[i] = strip_after_eos(new, self.tokenizer.eos_token_id, self.pad_id)
+
+
+def fast_decoding(model) -> bool:
+    """Whether ``models/decode.py`` may decode this model: a plain decoder with full attention in every
+    layer (masked cache columns and explicit positions mean what they say there; a sliding window counts
+    cache columns, not positions), whose numbers for one token do not depend on the other tokens of the
+    forward pass. bitsandbytes' LLM.int8() does not qualify: its mixed-precision decomposition (Dettmers
+    et al., 2022) keeps in fp16 every feature column where any token of the pass exceeds the outlier
+    threshold, so verifying a draft's tokens would change the numbers of the prompt's."""
+    config = model.config
+    layers = getattr(config, "layer_types", None) or ["full_attention"]
+    sliding = config.model_type == "mistral" and getattr(config, "sliding_window", None)
+    int8 = getattr(model, "is_loaded_in_8bit", False)
+    return config.model_type in PLAIN_HEAD and all(t == "full_attention" for t in layers) and not sliding and not int8
 
 
 def context_length(config) -> int | None:

@@ -47,6 +47,8 @@ def _key(parts: dict, data: AuditData, cfg: AuditConfig) -> str:
     }
     if cfg.limit is not None:  # the sample depends on the limit and the seed, not on the file hash alone
         parts["sample"] = [cfg.limit, cfg.seed]
+    if not cfg.draft:  # the same tokens up to float tolerance; kept apart so --no-draft is a clean comparison
+        parts["decoding"] = "plain"
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

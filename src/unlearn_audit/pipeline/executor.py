@@ -24,6 +24,7 @@ from typing import Iterator
 import torch
 
 from ..errors import InputError
+from ..models.decode import DraftBook
 from ..quantize.base import Scheme, SchemeUnavailable
 from .types import AuditConfig, Failed, JobContext, JobOutcome, Skipped, Workload
 from .variant import run_variant
@@ -35,7 +36,7 @@ def run_job(scheme: Scheme, ctx: JobContext) -> JobOutcome:
     resident model from the files, so nothing half-built survives)."""
     try:
         return run_variant(scheme, ctx.ckpt, ctx.original, ctx.work, ctx.cfg, ctx.on_step, ctx.resident,
-                           ctx.originals.get(scheme.name))
+                           ctx.originals.get(scheme.name), ctx.drafts)
     except SchemeUnavailable as exc:
         return Skipped(str(exc))
     except (torch.OutOfMemoryError, MemoryError) as exc:
@@ -85,7 +86,9 @@ def _remote_job(scheme: Scheme, model_dir: str, original_dir: str | None, work: 
         key = ("resident", model_dir, cfg.dtype, cfg.device)
         if key not in _LOADED:  # one model per worker, filled by every job it runs (streamed, as locally)
             _LOADED[key] = resident_model(ckpt, cfg)
-        ctx = JobContext(model_dir, original_dir, ckpt, original, work, cfg, lambda s: None, _LOADED[key], originals)
+        # a worker's jobs draft from the variants it ran before (the first job of a worker has no draft)
+        drafts = _LOADED.setdefault(("drafts", model_dir, original_dir), DraftBook()) if cfg.draft else None
+        ctx = JobContext(model_dir, original_dir, ckpt, original, work, cfg, lambda s: None, _LOADED[key], originals, drafts)
         return run_job(scheme, ctx)
     except InputError as exc:
         return Failed(str(exc))

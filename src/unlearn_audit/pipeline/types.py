@@ -55,6 +55,7 @@ class AuditConfig:
     backend: str = "reference"  # or "library": run each preset through its library twin where one runs
     allow_pickle: bool = False  # read pickle-only checkpoints with torch.load(weights_only=True)
     limit: int | None = None  # text sets were sampled to this many records each (seeded reservoir, see data.py)
+    draft: bool = True  # greedy decoding verifies earlier variants' outputs and shares prompt prefixes (models/decode.py)
 
     def __post_init__(self) -> None:
         if not self.schemes:
@@ -112,6 +113,7 @@ class JobContext:
     resident: Any = None  # the model every variant is filled into (models/weights.py)
     # The original's outputs per scheme already in the shared cache (pipeline/cache.py): not recomputed.
     originals: Mapping[str, tuple[ProbeOutput, ...]] = field(default_factory=dict)
+    drafts: Any = None  # earlier variants' greedy outputs (models/decode.DraftBook); None under --no-draft
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,9 @@ class VariantRun:
     outputs: tuple[ProbeOutput, ...]
     original_outputs: tuple[ProbeOutput, ...]
     forensics: dict | None
+    # per model probed here ("audited", "original"): greedy tokens generated, draft tokens offered and
+    # accepted (models/decode.py); None for results read from a cache
+    decoding: Mapping[str, Mapping[str, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -170,3 +175,4 @@ class AuditResult:
     executor: dict
     notes: tuple[str, ...] = ()  # about the run itself, e.g. resume-cache entries ignored
     shared: Mapping[str, Any] | None = None  # what came from the shared cache (None: no shared cache)
+    decoding: Mapping[str, Any] = field(default_factory=dict)  # per variant computed here: VariantRun.decoding

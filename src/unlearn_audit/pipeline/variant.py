@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..models.decode import DraftBook
 from ..models.hf import HFModel
 from ..models.weights import empty_model
 from ..probes.base import ROLES, ProbeOutput
@@ -43,12 +44,15 @@ def probe_all(model: HFModel, tok, work: Workload, roles: tuple[str, ...] = ROLE
 
 
 def run_variant(scheme: Scheme, ckpt: Checkpoint, original: Checkpoint | None, work: Workload, cfg: AuditConfig,
-                on_step, resident, original_outputs: tuple[ProbeOutput, ...] | None = None) -> VariantRun:
+                on_step, resident, original_outputs: tuple[ProbeOutput, ...] | None = None,
+                drafts: DraftBook | None = None) -> VariantRun:
     """One variant of the audited checkpoint, and the original's under the same scheme (unless its
     outputs are given, from the shared cache), both built in ``resident``, probed, and compared weight by
-    weight straight from the two checkpoints' files."""
+    weight straight from the two checkpoints' files. ``drafts`` holds earlier variants' greedy outputs,
+    which this variant's decoding verifies instead of generating token by token."""
     on_step(f"{scheme.name}: building and probing")
-    outs = probe_scheme(scheme, ckpt, ckpt.tokenizer, work, cfg, ROLES, resident)
+    decoding: dict[str, dict] = {"audited": {}}
+    outs = probe_scheme(scheme, ckpt, ckpt.tokenizer, work, cfg, ROLES, resident, drafts, "audited", decoding["audited"])
     orig_outs: list[ProbeOutput] = []
     fx = None
     if original is not None and original_outputs is not None:
@@ -57,7 +61,9 @@ def run_variant(scheme: Scheme, ckpt: Checkpoint, original: Checkpoint | None, w
         on_step(f"{scheme.name}: probing the original")
         try:
             # decoded with the audited model's tokenizer, which tokenized the workload (same vocabulary, checked)
-            orig_outs = probe_scheme(scheme, original, ckpt.tokenizer, work, cfg, ORIGINAL_ROLES, resident)
+            decoding["original"] = {}
+            orig_outs = probe_scheme(scheme, original, ckpt.tokenizer, work, cfg, ORIGINAL_ROLES, resident, drafts, "original",
+                                     decoding["original"])
         except SchemeUnavailable:
             pass
     if original is not None and scheme.bits and scheme.bits < 32:
@@ -65,20 +71,27 @@ def run_variant(scheme: Scheme, ckpt: Checkpoint, original: Checkpoint | None, w
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return VariantRun(tuple(outs), tuple(orig_outs), fx)
+    return VariantRun(tuple(outs), tuple(orig_outs), fx, {k: v for k, v in decoding.items() if v})
 
 
 def probe_scheme(scheme: Scheme, source: Checkpoint, tok, work: Workload, cfg: AuditConfig,
-                 roles: tuple[str, ...] = ROLES, resident=None) -> list[ProbeOutput]:
+                 roles: tuple[str, ...] = ROLES, resident=None, drafts: DraftBook | None = None, role: str = "audited",
+                 decoding: dict | None = None) -> list[ProbeOutput]:
     """Build ``scheme`` on ``source`` (into ``resident`` when given) and probe it. A seeded scheme
     (weight noise) is built once per seed and each sample's scores are averaged over the draws; the
-    first draw's generations are the evidence."""
+    first draw's generations are the evidence. Greedy decoding verifies ``drafts`` and shares prompt
+    prefixes unless ``--no-draft``; its token counts are added to ``decoding``."""
     text = work.relearn if scheme.relearns else work.calibration
     runs = []
     for draw in scheme.seeded():
         built = place(draw.build(source, text, into=resident), cfg)
-        runs.append(probe_all(HFModel(scheme.name, built, tok, cfg.batch_size), tok, work, roles))
-        del built
+        model = HFModel(scheme.name, built, tok, cfg.batch_size, drafts=drafts if cfg.draft else None, role=role,
+                        share_prefix=cfg.draft)
+        runs.append(probe_all(model, tok, work, roles))
+        if decoding is not None:
+            for k, v in model.decoding.items():
+                decoding[k] = decoding.get(k, 0) + v
+        del built, model
     if len(runs) == 1:
         return runs[0]
     return [replace(o, values=tuple(float(np.mean(v)) for v in zip(*(r[i].values for r in runs)))) for i, o in enumerate(runs[0])]

@@ -12,9 +12,10 @@ from ..pipeline.types import AuditResult
 from ..probes.base import definitions
 from ..versions import installed_version
 
-SCHEMA_VERSION = "1.3"  # 1.1 added forensics, p_value, check.required, run.hardware, config.policy_sha256
+SCHEMA_VERSION = "1.4"  # 1.1 added forensics, p_value, check.required, run.hardware, config.policy_sha256
 # 1.2 added inputs.adapter, inputs.verbmem_forget, inputs.retain_icl, config.data_source, config.verbmem_prompts
 # 1.3 added the forensics blocks' changed_fraction, changed_same_cell, changed_in_zero_cell, median_abs_w_changed, bf16_representable
+# 1.4 added run.decoding (draft tokens offered and accepted per variant)
 
 
 def _versions() -> dict:
@@ -127,6 +128,8 @@ def build_report(r: AuditResult) -> dict:
             "versions": _versions(),
             "resumed_variants": list(r.resumed),  # read from the resume cache, not recomputed
             **({"shared_cache": dict(r.shared)} if r.shared is not None else {}),  # the original's/reference's, reused
+            # greedy decoding per variant computed in this run: tokens generated, draft tokens offered and accepted
+            "decoding": {"draft": cfg.draft, "variants": {k: dict(v) for k, v in r.decoding.items()}},
             "executor": r.executor,
         },
         "evidence": [
