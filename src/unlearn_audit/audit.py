@@ -235,6 +235,9 @@ def run_audit(
     reference_shared = bool(reference_info.pop("from_shared_cache", False))
     if models.reference is not None:
         timings["reference_s"] = time.perf_counter() - t
+    if not isinstance(executor, LocalExecutor):  # the jobs run elsewhere, each filling a resident model of its own
+        models = replace(models, resident=None)
+        gc.collect()
 
     got = run_variants(schemes, models, original_dir, data, work, cfg, reference, cache, shared, executor, on_step, timings)
     checks, verdict, reason = judge(list(got.results), list(got.variants), cfg.policy)
