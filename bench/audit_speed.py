@@ -3,6 +3,8 @@
     python bench/audit_speed.py [--model DIR] [--n 16] [--schemes fp32,rtn-int8,rtn-int4] [--batch-size 16]
 
     python bench/audit_speed.py --modes baseline,tool      # a subset of the modes
+    python bench/audit_speed.py --memorise 10 --modes tool,prefix-only,no-draft
+                                # the model fine-tuned on the forget documents first: the case an audit must catch
 
 The modes run one after another, each in its own process (so each peak RSS is its own):
 
@@ -173,6 +175,23 @@ def _work(ckpt, data: AuditData) -> SimpleNamespace:
                            mink={s: list(i.sequences) for s, i in mk.items()}, zlib={s: i.zlib_bytes for s, i in mk.items()})
 
 
+def _memoriser(base: str, n: int, epochs: int) -> Path:
+    """``base`` fine-tuned on the first ``n`` forget documents until it recites them: the audited model an
+    audit must catch, whose variants mostly agree on the forget set (built once, kept in the cache)."""
+    from unlearn_audit.benchmark import training
+    from unlearn_audit.models.batch import encode
+    from unlearn_audit.models.loading import write_checkpoint
+
+    out = cache_root().parent / "unlearn-audit-bench" / f"memoriser-n{n}-e{epochs}"
+    if (out / "config.json").is_file():
+        return out
+    torch.set_num_threads(usable_cpus())
+    ckpt = load_checkpoint(base)
+    training.finetune(ckpt.model, encode(ckpt.tokenizer, list(_data(n).forget.texts)), ckpt.tokenizer.pad_token_id,
+                      lr=2e-4, epochs=epochs, batch_size=8, warmup=2)
+    return write_checkpoint(ckpt.model.eval(), ckpt.tokenizer, out)
+
+
 def _child(args) -> None:
     torch.set_num_threads(usable_cpus())
     ckpt = load_checkpoint(args.model)
@@ -204,12 +223,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--schemes", default="fp32,rtn-int8,rtn-int4")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--modes", default=",".join(MODES), help="which of the modes to run (baseline and tool are needed)")
+    ap.add_argument("--modes", default=",".join(MODES), help="which of the modes to run")
+    ap.add_argument("--memorise", type=int, default=0, metavar="EPOCHS",
+                    help="first fine-tune the model on the forget documents for EPOCHS epochs (cached), so that it recites them")
     ap.add_argument("--mode", choices=MODES)
     ap.add_argument("--result")
     args = ap.parse_args()
     if args.mode:
         return _child(args)
+    if args.memorise:
+        args.model = str(_memoriser(args.model, args.n, args.memorise))
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes.split(","):
@@ -217,7 +240,7 @@ def main() -> None:
             subprocess.run([sys.executable, __file__, "--mode", mode, "--result", str(res), "--model", args.model, "--n", str(args.n),
                             "--schemes", args.schemes, "--batch-size", str(args.batch_size)], check=True)
             runs[mode] = pickle.loads(res.read_bytes())
-    b = runs["baseline"]
+    b = runs.get("baseline") or runs["no-draft"]  # the reference for outputs: the baseline, else generate
     same_gen, max_diff, first_diff = {}, 0.0, {}
     for mode in [m for m in runs if m in TOOL_MODES]:
         t, same_gen[mode] = runs[mode], True
@@ -238,9 +261,10 @@ def main() -> None:
         "model": args.model, "documents_per_set": args.n, "schemes": args.schemes, "batch_size": args.batch_size,
         "cpus": usable_cpus(), "date": time.strftime("%Y-%m-%d"),
         "wall_s": {m: round(v, 1) for m, v in total.items()},
-        "speedup_vs_baseline": {m: round(total["baseline"] / total[m], 2) for m in tools},
+        "speedup_vs_baseline": {m: round(total["baseline"] / total[m], 2) for m in tools if "baseline" in total},
+        "speedup_vs_no_draft": {m: round(total["no-draft"] / total[m], 2) for m in tools if "no-draft" in total},
         **({"overhead_vs_bare": round(total["no-draft"] / total["bare"], 2)} if {"no-draft", "bare"} <= set(runs) else {}),
-        "tokens_per_s": {m: round(model_tokens / total[m]) for m in ["baseline", *tools]},
+        "tokens_per_s": {m: round(model_tokens / total[m]) for m in [*(["baseline"] if "baseline" in runs else []), *tools]},
         "peak_rss_mb": {m: round(r["rss_mb"]) for m, r in runs.items()},
         "identical_greedy_outputs": same_gen, "first_difference": first_diff, "max_score_difference": max_diff,
         "draft_tokens": {m: {name: r["results"][name]["decoding"] for name in args.schemes.split(",")} for m, r in runs.items()
