@@ -38,6 +38,7 @@ from .probes import mink
 from .probes.registry import PROBES
 from .quantize.registry import for_backend, get_scheme
 from .report.build import build_report
+from .steps import Step
 
 
 @dataclass(frozen=True)
@@ -144,14 +145,19 @@ def run_variants(schemes: list, models: Models, original_dir: str | None, data: 
     hits = {s.name: cache.get(keys[s.name]) for s in schemes}
     okeys = {s.name: original_key(s, models.original, models.ckpt, work, data, cfg) for s in schemes} if models.original else {}
     known = {n: run.outputs for n in okeys if hits[n] is None and (run := shared.get(okeys[n])) is not None}
-    ctx = JobContext(models.model_dir, original_dir, models.ckpt, models.original, work, cfg, on_step, models.resident, known,
+    finished = [0]  # variants collected so far: a job's messages say how far the variant stage is
+
+    def step(text: str) -> None:
+        on_step(Step(text, "variants", finished[0], len(schemes)))
+
+    ctx = JobContext(models.model_dir, original_dir, models.ckpt, models.original, work, cfg, step, models.resident, known,
                      DraftBook() if cfg.draft else None)
     jobs = executor.run([s for s in schemes if hits[s.name] is None], ctx)  # in scheme order
-    for scheme in schemes:
-        t = time.perf_counter()
+    for index, scheme in enumerate(schemes):
+        t, finished[0] = time.perf_counter(), index
         run = hits[scheme.name]
         if run is not None:
-            on_step(f"{scheme.name}: from the resume cache")
+            step(f"{scheme.name}: from the resume cache")
             resumed.append(scheme.name)
         else:
             run = next(jobs)

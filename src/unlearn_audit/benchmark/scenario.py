@@ -36,6 +36,7 @@ from ..models.batch import encode
 from ..models.loading import write_checkpoint
 from ..quantize.registry import DEFAULT_SCHEMES
 from ..remediate.unlearn import UnlearnConfig, unlearn
+from ..steps import Step
 from . import bios, training
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -135,7 +136,7 @@ def build_models(
     key = root / f"demo-{recipe.key()}"
 
     def progress(what: str) -> Callable[[int, int, float], None]:
-        return lambda i, n, loss: on_step(f"{what}: step {i}/{n}, loss {loss:.3f}")
+        return lambda i, n, loss: on_step(Step(f"{what}: step {i}/{n}, loss {loss:.3f}", what, i, n))
 
     def finetune_on(names: list[str], what: str) -> Callable[[Path], None]:
         def make(out: Path) -> None:
@@ -173,7 +174,7 @@ def build_sure(recipe: Recipe, files: dict[str, Path], models: dict[str, Path], 
                             alpha=recipe.unlearn_alpha, seed=recipe.seed)
         run_unlearning(start, None, load_texts(files["forget"]), load_texts(files["retain"]), cfg,
                        SureConfig(recipe.sure_percentile), out, max_length=256,
-                       on_step=lambda i, n, v: on_step(f"SURE: step {i}/{n}, loss {v:.3f}"))
+                       on_step=lambda i, n, v: on_step(Step(f"SURE: step {i}/{n}, loss {v:.3f}", "SURE", i, n)))
 
     return _stage(models["unlearned"].parent / f"sure-{recipe.key('sure')}", make, log, f"SURE-remediated (lr {recipe.sure_lr})")
 

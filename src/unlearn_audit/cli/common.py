@@ -13,9 +13,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.progress import ProgressColumn
 from rich.text import Text
 
 from ..errors import InputError
+from ..steps import Step
 
 try:  # typer >= 0.20 vendors its own click; usage errors are raised from there
     from typer._click import exceptions as click_exc  # noqa: F401  (main catches its UsageError)
@@ -49,23 +51,55 @@ err = Console(stderr=True, highlight=False)
 
 
 class Steps:
-    """A spinner with the current stage on stderr, shown only when stderr is a terminal."""
+    """The current stage on stderr, shown only when stderr is a terminal: a spinner for a plain message,
+    and a bar with done/total, elapsed time and the time left for a ``Step`` (steps.py), which knows how
+    far its stage is. The time left is rich's estimate from the rate of the stage's updates so far."""
 
-    def __init__(self) -> None:
-        self.status = err.status("starting") if err.is_terminal else None
+    def __init__(self, console: Console | None = None, get_time=None) -> None:
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+
+        console = console or err
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), _Counts(),
+                                 console=console, transient=True, speed_estimate_period=3600,
+                                 get_time=get_time) if console.is_terminal else None
+        self.task, self.stage = None, None
 
     def __enter__(self):
-        if self.status:
-            self.status.__enter__()
+        if self.progress:
+            self.progress.__enter__()
         return self
 
     def __call__(self, text: str) -> None:
-        if self.status:  # a stage can name a path: shown as plain text, never parsed as rich markup
-            self.status.update(Text(text))
+        if not self.progress:
+            return
+        stage, done, total = (text.stage, text.done, text.total) if isinstance(text, Step) else (None, None, None)
+        if self.task is None or stage != self.stage:  # a new stage: a bar of its own, timed from now
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.task, self.stage = self.progress.add_task(str(text), total=total), stage
+        # a stage can name a path: shown as plain text, never parsed as rich markup (markup=False above)
+        self.progress.update(self.task, description=str(text), completed=done or 0)
 
     def __exit__(self, *exc):
-        if self.status:
-            self.status.__exit__(*exc)
+        if self.progress:
+            self.progress.__exit__(*exc)
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class _Counts(ProgressColumn):
+    """``done/total``, the time the stage has run and the time it has left; only the elapsed time for a
+    stage that does not say how far it is."""
+
+    def render(self, task) -> Text:
+        if task.total is None:
+            return Text(_clock(task.elapsed))
+        return Text(f"{int(task.completed)}/{int(task.total)} {_clock(task.elapsed)} left {_clock(task.time_remaining)}")
 
 
 def stdout_console() -> Console:
