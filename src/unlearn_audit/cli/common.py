@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import ProgressColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn
 from rich.text import Text
 
 from ..errors import InputError
@@ -56,8 +56,6 @@ class Steps:
     far its stage is. The time left is rich's estimate from the rate of the stage's updates so far."""
 
     def __init__(self, console: Console | None = None, get_time=None) -> None:
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
-
         console = console or err
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), _Counts(),
                                  console=console, transient=True, speed_estimate_period=3600,

@@ -64,14 +64,15 @@ def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
 class Decoder:
     """Greedy decoding of one model, with optional drafts and a shared prefix."""
 
-    def __init__(self, model, eos: int | None, pad: int, stop=None, plain_head: bool = True) -> None:
+    def __init__(self, model, eos: int | None, pad: int, stop=None, split: tuple | None = None) -> None:
+        """``split``: the model's ``(head, base)`` where its logits are just the head on the base's last
+        hidden state (``hf.split_head``), so only the positions read need the head; None runs the model."""
         self.model, self.eos, self.pad, self.stop = model, eos, pad, stop
         self.device = next(model.parameters()).device
-        head, base = model.get_output_embeddings(), model.base_model
-        self.split_head = plain_head and head is not None and base is not model
-        self.head, self.base = head, base
+        self.split_head = split is not None
+        self.head, self.base = split if split is not None else (None, None)
         # transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name warns until 5.40)
-        net = base if self.split_head else model
+        net = self.base if self.split_head else model
         self.cache_kw = "cache" if "cache" in inspect.signature(net.forward).parameters else "past_key_values"
 
     def _forward(self, ids, mask, pos, cache):

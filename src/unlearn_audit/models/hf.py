@@ -94,8 +94,9 @@ class HFModel:
         head on the last hidden state (PLAIN_HEAD), the batch keeps only its hidden states and the head
         runs per row, so a batch's full logits (16 × 300 positions × SmolLM2's 49,152-token vocabulary is
         0.94 GB in float32) are never resident at once; other models get one ordinary forward."""
-        head, base = self.model.get_output_embeddings(), self.model.base_model
-        if self.model.config.model_type in PLAIN_HEAD and head is not None and base is not self.model:
+        split = split_head(self.model)
+        if split is not None:
+            head, base = split
             hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
             return lambda row, a, b: head(hidden[row, a:b])
         logits = self.model(input_ids=ids, attention_mask=mask).logits
@@ -129,7 +130,7 @@ class HFModel:
         """Greedy decoding by draft and verify, on a shared prefix (models/decode.py); the result is the
         plain path's."""
         stop = StopStringCriteria(self.tokenizer, list(stops)) if stops else None
-        decoder = Decoder(self.model, self.tokenizer.eos_token_id, self.pad_id, stop, self.model.config.model_type in PLAIN_HEAD)
+        decoder = Decoder(self.model, self.tokenizer.eos_token_id, self.pad_id, stop, split_head(self.model))
         shared = shared_prefix([prompts[i] for i in order]) if self.share_prefix else 0
         prefix = decoder.prefix_cache(prompts[order[0]][:shared]) if shared else None
         request = lambda i: (tuple(prompts[i]), budgets[i], stops)  # noqa: E731
@@ -176,6 +177,15 @@ class HFModel:
         for row, i in enumerate(batch):
             new = generated[row, width:].tolist()[: max_new_tokens[i]]
             out[i] = strip_after_eos(new, self.tokenizer.eos_token_id, self.pad_id)
+
+
+def split_head(model) -> tuple | None:
+    """``(head, base)`` where the logits are just the output head on the base model's last hidden state
+    (PLAIN_HEAD), so a caller can run the head on the rows it needs only; None otherwise."""
+    head, base = model.get_output_embeddings(), model.base_model
+    if model.config.model_type in PLAIN_HEAD and head is not None and base is not model:
+        return head, base
+    return None
 
 
 def fast_decoding(model) -> bool:
