@@ -129,16 +129,20 @@ def tool(model, tok, work, batch_size: int, drafts: DraftBook | None = None, sha
     (earlier variants' outputs verified, not decoded) and ``share_prefix`` (KnowMem's few-shot prefix
     encoded once) as the audit runs by default, neither under ``--no-draft``."""
     hf = HFModel("bench", model, tok, batch_size, drafts=drafts, share_prefix=share_prefix)
-    out = {"gen": {}, "scores": {}, "decoding": hf.decoding}
+    out = {"gen": {}, "scores": {}, "decoding": hf.decoding, "probe_s": {}}
+    t = time.perf_counter()
     for split, items in work.verbmem.items():
         o = verbmem.run(hf, tok, items, split)
         out["gen"][("verbmem", split)], out["scores"][("verbmem", split)] = list(o.generations), list(o.values)
+    out["probe_s"]["verbmem"], t = round(time.perf_counter() - t, 1), time.perf_counter()
     for split, items in work.knowmem.items():
         o = knowmem.run(hf, tok, items, split)
         out["gen"][("knowmem", split)], out["scores"][("knowmem", split)] = list(o.generations), list(o.values)
+    out["probe_s"]["knowmem"], t = round(time.perf_counter() - t, 1), time.perf_counter()
     for split, seqs in work.mink.items():
         for o in mink.run(hf, seqs, split, work.zlib[split]):
             out["scores"][(o.metric, split)] = list(o.values)
+    out["probe_s"]["scoring"] = round(time.perf_counter() - t, 1)
     return out
 
 
@@ -269,6 +273,8 @@ def main() -> None:
         "identical_greedy_outputs": same_gen, "first_difference": first_diff, "max_score_difference": max_diff,
         "draft_tokens": {m: {name: r["results"][name]["decoding"] for name in args.schemes.split(",")} for m, r in runs.items()
                          if m in TOOL_MODES and TOOL_MODES[m][0]},
+        # seconds of each tool mode per scheme in VerbMem and KnowMem decoding and in the scoring pass
+        "probe_s": {m: {name: r["results"][name]["probe_s"] for name in args.schemes.split(",")} for m, r in runs.items() if m in TOOL_MODES},
         "per_scheme_s": {m: {k: round(v, 1) for k, v in r["timings"].items()} for m, r in runs.items()},
     }, indent=2))
 
