@@ -1,0 +1,131 @@
+"""Unlearning settings against 4-bit quantization, on the demo's target: the search behind the demo's
+"paper numerics" scenario (README, "The demo, and what it found").
+
+    python bench/paper_numerics.py --setting bfloat16:npo_klr:1e-5:50 --setting float32:ga_gdr:2e-4:12
+
+A setting is ``DTYPE:METHOD:LR:STEPS`` (α = 1, β = 0.1, batch 8 forget + 8 retain, seed 0; DTYPE
+``bfloat16`` is pure-bf16 AdamW with no float32 master copy, as the paper's Trainer ran). Each unlearned
+model is cached under ``$XDG_CACHE_HOME/unlearn-audit-bench/paper-*``, keyed by the demo's models. For
+the target and every setting, under each scheme (default fp32, rtn-int8, rtn-int4, fp4, nf4; ``fp4`` writes the same weights as
+bitsandbytes' FP4 quantizer, at float32 speed), it measures what an audit would:
+
+* forget VerbMem (MUSE: ROUGE-L F1 of the greedy continuation of each forget document's first 32
+  tokens) and its retention, unlearned ÷ target under the same scheme (the paper's Table 1 ratio);
+* the Min-K% 40 AUC of forget against holdout (MUSE's direction: ≈ 0 remembers, ≈ 0.5 never saw it);
+* the weight forensics against the target: the share of weights that changed at all, the median |w| of
+  those, and under each grid the share of changed weights whose cell did not change.
+
+Prints one JSON object per setting and a Markdown table. The whole audit (KnowMem, intervals, the
+verdict) is the ``unlearn-audit audit`` command the README gives beside the chosen setting; this script
+is the cheaper search that chose it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unlearn_audit.benchmark.scenario import Recipe, build_models, write_data
+from unlearn_audit.data import load_texts
+from unlearn_audit.models.batch import encode
+from unlearn_audit.models.hf import HFModel
+from unlearn_audit.models.loading import load_checkpoint, open_checkpoint, write_checkpoint
+from unlearn_audit.probes import mink, verbmem
+from unlearn_audit.quantize import forensics
+from unlearn_audit.quantize.registry import get_scheme
+from unlearn_audit.remediate.unlearn import UnlearnConfig, unlearn
+
+SCHEMES = "fp32,rtn-int8,rtn-int4,fp4,nf4"  # fp4: bit-identical to bitsandbytes' FP4 weights, at float32 speed
+
+
+def bench_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unlearn-audit-bench"
+
+
+def parse(setting: str) -> UnlearnConfig:
+    dtype, method, lr, steps = setting.split(":")
+    return UnlearnConfig(method, lr=float(lr), steps=int(steps), batch_size=8, alpha=1.0, train_dtype=dtype)
+
+
+def build(cfg: UnlearnConfig, target: Path, texts: dict[str, list[str]]) -> Path:
+    out = bench_root() / f"paper-{Recipe().key()}-{cfg.train_dtype}-{cfg.method}-{cfg.lr:g}-{cfg.steps}"
+    if (out / "config.json").is_file():
+        return out
+    model = load_checkpoint(target, "start").model
+    tok = open_checkpoint(target).tokenizer
+    frozen = load_checkpoint(target, "original").model if cfg.method.startswith("npo") or cfg.method.endswith("klr") else None
+    if frozen is not None:
+        frozen.requires_grad_(False)
+    t = time.perf_counter()
+    unlearn(model, encode(tok, texts["forget"]), encode(tok, texts["retain"]), tok.pad_token_id, cfg, original=frozen,
+            on_step=lambda i, n, v: print(f"  step {i}/{n} loss {v:.3f}", file=sys.stderr) if i % 10 == 0 or i == n else None)
+    print(f"  unlearned in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    write_checkpoint(model, tok, out)
+    return out
+
+
+def probe(path: Path, schemes: list[str], items, seqs, batch: int) -> dict:
+    ckpt = open_checkpoint(path)
+    rows = {}
+    for name in schemes:
+        model = get_scheme(name).build(ckpt)  # a new float32 model, or bitsandbytes' own
+        hf = HFModel(name, model, ckpt.tokenizer, batch)
+        vm = verbmem.run(hf, ckpt.tokenizer, items, "forget").values
+        scores = {s: [mink.min_k(t.logprobs, 0.4) for t in hf.token_scores(seqs[s])] for s in ("forget", "holdout")}
+        rows[name] = {"verbmem": float(np.mean(vm)), "auc": mink.auc(np.array(scores["forget"]), np.array(scores["holdout"]))}
+        del model, hf
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--setting", action="append", required=True, help="DTYPE:METHOD:LR:STEPS (repeatable)")
+    ap.add_argument("--schemes", default=SCHEMES)
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    recipe = Recipe()
+    files = write_data(recipe, bench_root() / "data")
+    paths = build_models(recipe, files, log=lambda m: print(m, file=sys.stderr))
+    texts = {k: list(load_texts(files[k]).texts) for k in ("forget", "retain", "holdout")}
+    tok = open_checkpoint(paths["target"]).tokenizer
+    items, _ = verbmem.prepare(tok, texts["forget"])
+    seqs = {s: mink.prepare(tok, texts[s], None)[0] for s in ("forget", "holdout")}
+    schemes = args.schemes.split(",")
+    grids = [get_scheme(s) for s in schemes if get_scheme(s).bits and get_scheme(s).bits < 32]
+    cached = bench_root() / f"paper-{recipe.key()}-target-{'_'.join(schemes)}.json"
+    target = json.loads(cached.read_text()) if cached.is_file() else probe(paths["target"], schemes, items, seqs, args.batch_size)
+    cached.write_text(json.dumps(target))
+    table = []
+    for setting in args.setting:
+        cfg = parse(setting)
+        t = time.perf_counter()
+        path = build(cfg, paths["target"], texts)
+        rows = probe(path, schemes, items, seqs, args.batch_size)
+        fx = forensics.measure(forensics.checkpoint_pairs(paths["target"], path, {}), grids)
+        result = {"setting": setting, "seconds": round(time.perf_counter() - t), "changed_fraction": fx["changed_fraction"],
+                  "median_abs_w_changed": fx["median_abs_w_changed"],
+                  "same_cell": {k: v.get("changed_same_cell") for k, v in fx["schemes"].items()},
+                  "code_overlap": {k: v.get("code_overlap") for k, v in fx["schemes"].items()},
+                  "schemes": {k: {**v, "retention": v["verbmem"] / target[k]["verbmem"]} for k, v in rows.items()}}
+        print(json.dumps(result), flush=True)
+        table.append(result)
+    print("\n| setting | scheme | VerbMem forget (target) | retention | AUC (target) | changed weights: same cell |")
+    print("|---|---|---|---|---|---|")
+    for r in table:
+        for k, v in r["schemes"].items():
+            cell = r["same_cell"].get(k)
+            print(f"| {r['setting']} | {k} | {v['verbmem']:.3f} ({target[k]['verbmem']:.3f}) | {v['retention']:.0%} | "
+                  f"{v['auc']:.3f} ({target[k]['auc']:.3f}) | {'-' if cell is None else f'{cell:.2%}'} |")
+        print(f"| {r['setting']} | weights changed | {r['changed_fraction']:.2%}, median |w| {r['median_abs_w_changed']:.3g} | | | |")
+
+
+if __name__ == "__main__":
+    main()
