@@ -243,3 +243,28 @@ def test_the_junit_view_is_well_formed_xml_whatever_the_inputs_hold(audited):
     cases = root.find("testsuite").findall("testcase")
     assert len(cases) == len(report["checks"])
     assert any("<img src=http://evil/a.png>" in (e.get("message") or "") for e in root.iter("failure"))  # kept, as text
+
+
+def test_the_demo_view_puts_audits_side_by_side_with_their_own_numbers(audited):
+    """The demo's table: one row per variant, each audit's numbers from its own report, and each verdict."""
+    import copy
+    import io
+
+    from rich.console import Console
+
+    from unlearn_audit.report.console import render_side_by_side
+
+    a = json.loads((audited / "report.json").read_text())
+    b = copy.deepcopy(a)
+    for r in b["results"]:
+        if (r["probe"], r["metric"]) == ("mink", "auc") and r["variant"] == "rtn-int4":
+            r["value"] = 0.123
+    b["verdict"], b["verdict_reason"] = "PASS", "constructed for the test"
+    buf = io.StringIO()
+    render_side_by_side({"first": a, "second": b}, Console(file=buf, width=400))
+    text = buf.getvalue()
+    int4 = next(line for line in text.splitlines() if "rtn-int4" in line)
+    auc_a = next(r["value"] for r in a["results"] if (r["variant"], r["probe"], r["metric"]) == ("rtn-int4", "mink", "auc"))
+    assert f"{auc_a:.3f}" in int4 and "0.123" in int4
+    assert all(any(v["name"] in line for line in text.splitlines()) for v in a["variants"])
+    assert f"first: {a['verdict']}" in text and "second: PASS — constructed for the test" in text

@@ -6,21 +6,25 @@ from pathlib import Path
 
 import typer
 
-from .common import ENV, InputError, OutputFormat, Steps, app, check_out, check_percentile, emit, err, say, stdout_console, write_outputs
+from .common import ENV, InputError, OutputFormat, Steps, app, check_out, check_percentile, err, say, stdout_console, write_outputs
 
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("unlearn-audit-demo"), help="Directory for the demo's data and report.json."),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", envvar=ENV("format"), help="stdout format."),
-    remediate: bool = typer.Option(False, "--remediate", help="Also remediate with SURE and re-audit (OUT/remediated)."),
+    out: Path = typer.Option(Path("unlearn-audit-demo"), help="Directory for the demo's data and reports."),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", envvar=ENV("format"),
+                                     help="stdout format (json: one object with each scenario's report)."),
+    remediate: bool = typer.Option(False, "--remediate", help="Also remediate the target with SURE and audit it (OUT/remediated)."),
     sure_lr: float = typer.Option(1e-4, help="SURE learning rate for --remediate (paper Table 6: 1e-4)."),
     sure_steps: int = typer.Option(12, min=1, help="SURE optimizer steps for --remediate."),
     saliency_percentile: float = typer.Option(90.0, help="SURE threshold γ for --remediate."),
 ) -> None:
-    """Build the built-in benchmark (cached), unlearn it, and audit the result. Exits 0 once it ran."""
-    from ..benchmark.scenario import Recipe, run_demo
-    from ..report.console import render_comparison
+    """Build the built-in benchmark (cached) and audit two models unlearned from its target side by side:
+    (a) the paper's numerics (bfloat16 unlearning) and (b) a positive control confined to the target's
+    rtn-int4 grid. Reports go to OUT/paper and OUT/control. Exits 0 once it ran."""
+    from ..benchmark.scenario import SCENARIOS, Recipe, run_demo
+    from ..report.console import render_side_by_side
+    from ..report.write import to_json_text
 
     check_out(out)
     check_percentile(saliency_percentile)
@@ -28,12 +32,16 @@ def demo(
         raise InputError(f"--sure-lr must be positive, got {sure_lr}")
     recipe = Recipe(sure_lr=sure_lr, sure_steps=sure_steps, sure_percentile=saliency_percentile)
     with Steps() as steps:
-        report = run_demo(out, on_step=steps, log=lambda m: err.print(m, soft_wrap=True, markup=False),
-                          recipe=recipe, remediate=remediate)
-    after = report["demo"].pop("remediated", None)
-    emit(report, fmt, out)
-    if after is not None:
-        write_outputs(out / "remediated", after)
-        render_comparison(report, after, err if fmt == OutputFormat.json else stdout_console(), ("GA_GDR (unlearned)", "SURE"))
-        say(f"remediated report written to {out / 'remediated' / 'report.json'}")
-    say(f"demo finished: verdict {report['verdict']} (see {out / 'report.json'})")
+        reports = run_demo(out, on_step=steps, log=lambda m: err.print(m, soft_wrap=True, markup=False),
+                           recipe=recipe, remediate=remediate)
+    for name, report in reports.items():
+        write_outputs(out / name, report)
+    if fmt == OutputFormat.json:
+        import sys
+
+        sys.stdout.write(to_json_text(reports))
+    else:
+        labels = {**SCENARIOS, "remediated": "SURE-remediated"}
+        render_side_by_side({labels[k]: v for k, v in reports.items()}, stdout_console())
+    for name, report in reports.items():
+        say(f"{name}: verdict {report['verdict']}, report in {out / name / 'report.json'} (and report.html)")

@@ -55,23 +55,29 @@ def render(report: dict, console: Console) -> None:
     console.print(f"[bold {colour}]VERDICT: {escape(report['verdict'])}[/] — {escape(report['verdict_reason'])}")
 
 
-def render_comparison(before: dict, after: dict, console: Console, labels=("before", "after")) -> None:
-    """Two reports side by side per variant: the headline forget metrics and utility (Table 3's shape)."""
-    cols = [("verbmem", "forget"), ("verbmem", "retention"), ("knowmem", "forget"), ("knowmem", "retention"),
-            ("knowmem", "retain"), ("knowmem", "retain_utility"), ("mink", "auc")]
-    rb = {(r["variant"], r["probe"], r["metric"]): r for r in before["results"]}
-    ra = {(r["variant"], r["probe"], r["metric"]): r for r in after["results"]}
-    table = Table(title=f"{labels[0]} → {labels[1]}")
+def render_side_by_side(reports: dict[str, dict], console: Console) -> None:
+    """Several audits of models unlearned from one original, one row per variant: forget VerbMem and
+    its retention, the Min-K% AUC, the share of int codes equal to the original's, and each audit's
+    worst check. The demo's view of its scenarios (README, "The demo")."""
+    cols = [("verbmem", "forget", "VerbMem"), ("verbmem", "retention", "retention"), ("mink", "auc", "AUC"),
+            ("weights", "grid_code_overlap", "codes = orig.")]
+    table = Table(title="forget-set evidence per variant: " + " | ".join(reports))
     table.add_column("variant")
-    for probe, metric in cols:
-        table.add_column(f"{probe} {metric}", justify="right")
-    table.add_column(f"{labels[1]} checks")
-    for v in before["variants"]:
-        name = v["name"]
-        cells = [f"{_short(rb.get((name, *key)))} → {_short(ra.get((name, *key)))}" for key in cols]
-        table.add_row(escape(name), *cells, worst(c["status"] for c in after["checks"] if c["variant"] == name))
+    for label in reports:
+        for *_, head in cols:
+            table.add_column(f"{head}", justify="right")
+        table.add_column("checks")
+    rows = {label: {(r["variant"], r["probe"], r["metric"]): r for r in rep["results"]} for label, rep in reports.items()}
+    for v in next(iter(reports.values()))["variants"]:
+        cells = []
+        for label, rep in reports.items():
+            got = [rows[label].get((v["name"], probe, metric)) for probe, metric, _ in cols]
+            cells += [_short(r) for r in got[:-1]] + [_pct(None if got[-1] is None else got[-1]["value"])]
+            cells.append(worst(c["status"] for c in rep["checks"] if c["variant"] == v["name"]))
+        table.add_row(escape(v["name"]), *cells)
     console.print(table)
-    console.print(f"verdict: {before['verdict']} → {after['verdict']} — {after['verdict_reason']}", markup=False)
+    for label, rep in reports.items():
+        console.print(f"{label}: {rep['verdict']} — {rep['verdict_reason']}", markup=False)
 
 
 def _short(r: dict | None) -> str:
