@@ -34,13 +34,13 @@ import torch
 
 from unlearn_audit.benchmark.scenario import Recipe, build_models, write_data
 from unlearn_audit.data import load_texts
-from unlearn_audit.models.batch import encode
 from unlearn_audit.models.hf import HFModel
-from unlearn_audit.models.loading import load_checkpoint, open_checkpoint, write_checkpoint
+from unlearn_audit.models.loading import load_checkpoint, open_checkpoint
 from unlearn_audit.probes import mink, verbmem
 from unlearn_audit.quantize import forensics
 from unlearn_audit.quantize.registry import get_scheme
-from unlearn_audit.remediate.unlearn import UnlearnConfig, unlearn
+from unlearn_audit.remediate.run import run_unlearning
+from unlearn_audit.remediate.unlearn import UnlearnConfig, needs_original
 
 SCHEMES = "fp32,rtn-int8,rtn-int4,fp4,nf4"  # fp4: bit-identical to bitsandbytes' FP4 weights, at float32 speed
 
@@ -54,20 +54,16 @@ def parse(setting: str) -> UnlearnConfig:
     return UnlearnConfig(method, lr=float(lr), steps=int(steps), batch_size=8, alpha=1.0, train_dtype=dtype)
 
 
-def build(cfg: UnlearnConfig, target: Path, texts: dict[str, list[str]]) -> Path:
+def build(cfg: UnlearnConfig, target: Path, files: dict[str, Path]) -> Path:
+    """The unlearned model, written by the same ``run_unlearning`` as the ``unlearn`` command and the demo."""
     out = bench_root() / f"paper-{Recipe().key()}-{cfg.train_dtype}-{cfg.method}-{cfg.lr:g}-{cfg.steps}"
     if (out / "config.json").is_file():
         return out
-    model = load_checkpoint(target, "start").model
-    tok = open_checkpoint(target).tokenizer
-    frozen = load_checkpoint(target, "original").model if cfg.method.startswith("npo") or cfg.method.endswith("klr") else None
-    if frozen is not None:
-        frozen.requires_grad_(False)
+    original = load_checkpoint(target, "original") if needs_original(cfg.method) else None
     t = time.perf_counter()
-    unlearn(model, encode(tok, texts["forget"]), encode(tok, texts["retain"]), tok.pad_token_id, cfg, original=frozen,
-            on_step=lambda i, n, v: print(f"  step {i}/{n} loss {v:.3f}", file=sys.stderr) if i % 10 == 0 or i == n else None)
+    run_unlearning(load_checkpoint(target, "start"), original, load_texts(files["forget"]), load_texts(files["retain"]), cfg,
+                   None, out, on_step=lambda i, n, v: print(f"  step {i}/{n} loss {v:.3f}", file=sys.stderr) if i % 10 == 0 or i == n else None)
     print(f"  unlearned in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    write_checkpoint(model, tok, out)
     return out
 
 
@@ -107,7 +103,7 @@ def main() -> None:
     for setting in args.setting:
         cfg = parse(setting)
         t = time.perf_counter()
-        path = build(cfg, paths["target"], texts)
+        path = build(cfg, paths["target"], files)
         rows = probe(path, schemes, items, seqs, args.batch_size)
         fx = forensics.measure(forensics.checkpoint_pairs(paths["target"], path, {}), grids)
         result = {"setting": setting, "seconds": round(time.perf_counter() - t), "changed_fraction": fx["changed_fraction"],

@@ -256,3 +256,9 @@ def test_bfloat16_unlearning_keeps_model_and_optimizer_in_bfloat16(setup, tmp_pa
     with pytest.raises(SystemExit) as exc:
         main([str(a) for a in args[:-1] + [tmp_path / "x", "--confine-to", "rtn-int4"]])
     assert exc.value.code == 2 and "cannot be combined" in capsys.readouterr().err
+
+
+def test_the_methods_that_read_the_frozen_original():
+    from unlearn_audit.remediate.unlearn import METHODS, needs_original
+
+    assert {m for m in METHODS if needs_original(m)} == {"ga_klr", "npo", "npo_gdr", "npo_klr"}

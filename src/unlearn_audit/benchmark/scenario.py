@@ -40,7 +40,7 @@ from ..errors import InputError
 from ..machine import usable_cpus
 from ..models.batch import encode
 from ..models.loading import write_checkpoint
-from ..remediate.unlearn import UnlearnConfig
+from ..remediate.unlearn import UnlearnConfig, needs_original
 from ..steps import Step
 from . import bios, training
 
@@ -191,8 +191,7 @@ def _unlearn_stage(name: str, label: str, cfg: UnlearnConfig, recipe: Recipe, fi
 
     def make(out: Path) -> None:
         start = load_checkpoint(models["target"], "start")
-        needs_original = cfg.method.startswith("npo") or cfg.method.endswith("klr")
-        original = load_checkpoint(models["target"], "original") if needs_original else None
+        original = load_checkpoint(models["target"], "original") if needs_original(cfg.method) else None
         run_unlearning(start, original, load_texts(files["forget"]), load_texts(files["retain"]), cfg,
                        None if sure is None else SureConfig(sure), out, max_length=256,
                        on_step=lambda i, n, v: on_step(Step(f"{label}: step {i}/{n}, loss {v:.3f}", label, i, n)),

@@ -102,6 +102,7 @@ def unlearn_command(
     from ..quantize.rtn import RTNScheme
     from ..remediate.presets import preset_defaults, unlearn_config
     from ..remediate.run import SureConfig, run_unlearning
+    from ..remediate.unlearn import needs_original
 
     given = {"epochs": epochs, "alpha": alpha, "saliency_percentile": saliency_percentile}
     knobs = {**preset_defaults(preset, method, sure), **{k: v for k, v in given.items() if v is not None}}
@@ -117,8 +118,7 @@ def unlearn_command(
     if grid is not None and train_dtype == "bfloat16":  # casting would move the pinned scale setters off the grid
         raise InputError("--confine-to keeps float32 weights on the start's grid; it cannot be combined with --train-dtype bfloat16")
     start = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle)
-    needs_ref = cfg.method.startswith("npo") or cfg.method.endswith("klr")
-    reference = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle) if needs_ref else None
+    reference = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle) if needs_original(cfg.method) else None
     with _TrainingBar(f"unlearning ({cfg.method}{' + SURE' if sure else ''})") as bar:
         record = run_unlearning(start, reference, f, r, cfg, SureConfig(knobs["saliency_percentile"], per_layer) if sure else None,
                                 out, max_length, on_step=bar, confine_to=grid)

@@ -43,6 +43,12 @@ class UnlearnConfig:
         return asdict(self)
 
 
+def needs_original(method: str) -> bool:
+    """NPO's reference log-likelihoods and KLR's KL term both read the frozen original model."""
+    forget_kind, regularizer = METHODS[method]
+    return forget_kind == "npo" or regularizer == "klr"
+
+
 def loss(model, original, method: str, forget, retain, alpha: float, beta: float) -> torch.Tensor:
     forget_kind, regularizer = METHODS[method]
     value = ga_loss(model, forget) if forget_kind == "ga" else npo_loss(model, original, forget, beta)
@@ -61,7 +67,7 @@ def unlearn(
     ``confine`` (a ``confine.Confinement``), every step is projected back onto the original's grid cells."""
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; known: {', '.join(METHODS)}")
-    if original is None and (cfg.method.startswith("npo") or cfg.method.endswith("klr")):
+    if original is None and needs_original(cfg.method):
         raise ValueError(f"{cfg.method} needs the frozen original model")
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
