@@ -4,6 +4,8 @@ The paper's released code quantizes only through ``BitsAndBytesConfig(load_in_4b
 default, compute dtype float32) and ``load_in_8bit=True`` (LLM.int8 with outlier threshold 6.0), so
 these presets reproduce its configuration; its "RTN" tables come from this path. Through transformers
 the 4-bit blocksize is fixed at 64 (``bnb_4bit_blocksize`` is ignored), which we record rather than hide.
+The one departure: the model computes in the audit's dtype (float32 unless ``--dtype`` resolves to
+bfloat16), like every other variant, so a difference from the fp32 variant is the grid's alone.
 
 Trap guarded here: on CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights on the first forward
 pass and a missing absmax transpose in the inverse repack then corrupts them; setting
@@ -48,7 +50,7 @@ class BitsAndBytes(Scheme):
             "load_in_4bit": True,
             "bnb_4bit_quant_type": self.mode,
             "blocksize": 64,
-            "bnb_4bit_compute_dtype": "float32",
+            "bnb_4bit_compute_dtype": "the audit's compute dtype (the paper's code: float32)",
             "bnb_4bit_use_double_quant": False,
             "skipped_modules": "lm_head",
             "avx512bf16_guard": "support_avx512bf16_for_cpu=False on every Linear4bit",
@@ -57,23 +59,25 @@ class BitsAndBytes(Scheme):
     def build(self, checkpoint, calibration=None, into=None):
         """bitsandbytes' own model, loaded and quantized by the library from the checkpoint's files;
         ``into`` is left as it is (its Linears are not the library's); the library quantizes on ``into``'s
-        device, so on a GPU with its CUDA kernels."""
+        device, so on a GPU with its CUDA kernels, and the model computes in ``into``'s dtype."""
         bnb = _bnb()
-        device = str(next(into.parameters()).device) if into is not None else "cpu"
+        first = next(into.parameters()) if into is not None else None
+        device = str(first.device) if first is not None else "cpu"
+        dtype = first.dtype if first is not None else torch.float32
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
         if self.mode == "int8":
             config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=6.0)
         else:
             config = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type=self.mode, bnb_4bit_compute_dtype=torch.float32
+                load_in_4bit=True, bnb_4bit_quant_type=self.mode, bnb_4bit_compute_dtype=dtype
             )
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 checkpoint.path,
                 quantization_config=config,
                 device_map=device,
-                dtype=torch.float32,
+                dtype=dtype,
                 local_files_only=True,
                 trust_remote_code=False,
                 use_safetensors=getattr(checkpoint, "weights_format", "safetensors") == "safetensors",  # pickle: --allow-pickle
