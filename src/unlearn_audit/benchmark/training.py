@@ -16,9 +16,14 @@ from ..remediate.losses import cross_entropy
 
 def finetune(
     model, seqs: list[list[int]], pad_id: int, *, lr: float, epochs: int, batch_size: int, seed: int = 0,
-    warmup: int = 0, on_step: Callable[[int, int, float], None] = lambda i, n, loss: None,
+    warmup: int = 0, autocast: torch.dtype | None = None,
+    on_step: Callable[[int, int, float], None] = lambda i, n, loss: None,
 ) -> None:
-    """Plain next-token cross-entropy fine-tuning with AdamW (constant lr after a linear warm-up)."""
+    """Plain next-token cross-entropy fine-tuning with AdamW (constant lr after a linear warm-up).
+
+    ``autocast=torch.bfloat16`` is mixed precision as the Hugging Face Trainer's ``bf16=True`` runs it on
+    a float32 model: the weights and AdamW state stay float32, the matmuls run in bfloat16 (1.6× faster
+    per step on this project's CPU, which has AVX512-BF16)."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -31,7 +36,8 @@ def finetune(
         for start in range(0, len(order), batch_size):
             for group in opt.param_groups:
                 group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
-            loss = cross_entropy(model, make_batch([seqs[i] for i in order[start : start + batch_size]], pad_id))
+            with torch.autocast(model.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                loss = cross_entropy(model, make_batch([seqs[i] for i in order[start : start + batch_size]], pad_id))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
