@@ -17,8 +17,8 @@ second run only reads):
    forget at full precision and remember once quantized, which the audit must FAIL;
 7. the audits of (a) and (b) against the target (as the original) and the reference, under fp32,
    rtn-int8, rtn-int4, bnb-fp4 (the paper's released 4-bit setting) and nf4, every model computed in
-   bfloat16 (the bitsandbytes variant in float32, the paper's setting for it). Their variant results are
-   cached too, keyed by every input (pipeline/cache.py).
+   bfloat16, the bitsandbytes variant included. Their variant results are cached too, keyed by every
+   input (pipeline/cache.py).
 
 The recipe's numbers and what they produced are documented in the README; nothing here forces an outcome.
 """
