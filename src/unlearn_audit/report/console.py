@@ -65,7 +65,7 @@ def render_side_by_side(reports: dict[str, dict], console: Console) -> None:
     table.add_column("variant")
     for label in reports:
         for *_, head in cols:
-            table.add_column(f"{head}", justify="right")
+            table.add_column(head, justify="right")
         table.add_column("checks")
     rows = {label: {(r["variant"], r["probe"], r["metric"]): r for r in rep["results"]} for label, rep in reports.items()}
     for v in next(iter(reports.values()))["variants"]:
