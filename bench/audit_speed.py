@@ -43,7 +43,7 @@ import torch
 from unlearn_audit.benchmark import bios
 from unlearn_audit.benchmark.scenario import cache_root
 from unlearn_audit.data import QASet, TextSet
-from unlearn_audit.machine import usable_cpus
+from unlearn_audit.machine import cpu_capability, cpu_model, usable_cpus
 from unlearn_audit.models.base import TokenScores
 from unlearn_audit.models.decode import DraftBook
 from unlearn_audit.models.hf import POSITIONS, HFModel, strip_after_eos
@@ -263,7 +263,7 @@ def main() -> None:
     model_tokens = b["generated_tokens"] + b["scored_tokens"] * len(args.schemes.split(","))
     print(json.dumps({
         "model": args.model, "documents_per_set": args.n, "schemes": args.schemes, "batch_size": args.batch_size,
-        "cpus": usable_cpus(), "date": time.strftime("%Y-%m-%d"),
+        "cpus": usable_cpus(), "cpu_model": cpu_model(), "cpu_capability": cpu_capability(), "date": time.strftime("%Y-%m-%d"),
         "wall_s": {m: round(v, 1) for m, v in total.items()},
         "speedup_vs_baseline": {m: round(total["baseline"] / total[m], 2) for m in tools if "baseline" in total},
         "speedup_vs_no_draft": {m: round(total["no-draft"] / total[m], 2) for m in tools if "no-draft" in total},

@@ -58,7 +58,10 @@ def main() -> None:
                               check=True, capture_output=True, text=True)
         wall = time.perf_counter() - t
         result = json.loads(done.stdout)
+    from unlearn_audit.machine import cpu_capability, cpu_model
+
     print(json.dumps({
+        "cpu_model": cpu_model(), "cpu_capability": cpu_capability(),
         "checkpoint_mb": round(size / 1e6, 1), "schemes": args.schemes, "wall_s_with_startup": round(wall, 2),
         "diff_s": result["seconds"], "linear_weights_read_gb": round(result["bytes_read"] / 1e9, 3),
         "read_gb_per_s": result["gb_per_s"], "rss_after_imports_mb": round(result["rss_before_mb"]),

@@ -3,8 +3,11 @@
 
     python bench/paper_numerics.py --setting bfloat16:npo_klr:1e-5:50 --setting float32:ga_gdr:2e-4:12
 
-A setting is ``DTYPE:METHOD:LR:STEPS`` (α = 1, β = 0.1, batch 8 forget + 8 retain, seed 0; DTYPE
-``bfloat16`` is pure-bf16 AdamW with no float32 master copy, as the paper's Trainer ran). Each unlearned
+A setting is ``DTYPE:METHOD:LR:STEPS[:COMPUTE]`` (α = 1, β = 0.1, batch 8 forget + 8 retain, seed 0;
+DTYPE ``bfloat16`` is bfloat16-stored AdamW with no float32 master copy, as the paper's Trainer ran).
+COMPUTE, for bfloat16 only: ``bfloat16`` (bf16 matmuls and AdamW arithmetic), ``float32`` (float32
+arithmetic, weights and moments rounded to bfloat16 after every step), or ``auto`` (the default: what
+this CPU computes fast, ``unlearn_audit.machine``). Running one setting both ways compares the two paths. Each unlearned
 model is cached under ``$XDG_CACHE_HOME/unlearn-audit-bench/paper-*``, keyed by the demo's models. For
 the target and every setting, under each scheme (default fp32, rtn-int8, rtn-int4, fp4, nf4; ``fp4`` writes the same weights as
 bitsandbytes' FP4 quantizer, at float32 speed), it measures what an audit would:
@@ -40,7 +43,8 @@ from unlearn_audit.probes import mink, verbmem
 from unlearn_audit.quantize import forensics
 from unlearn_audit.quantize.registry import get_scheme
 from unlearn_audit.remediate.run import run_unlearning
-from unlearn_audit.remediate.unlearn import UnlearnConfig, needs_original
+from unlearn_audit.machine import describe_cpu
+from unlearn_audit.remediate.unlearn import UnlearnConfig, bf16_compute, needs_original
 
 SCHEMES = "fp32,rtn-int8,rtn-int4,fp4,nf4"  # fp4: bit-identical to bitsandbytes' FP4 weights, at float32 speed
 
@@ -50,13 +54,15 @@ def bench_root() -> Path:
 
 
 def parse(setting: str) -> UnlearnConfig:
-    dtype, method, lr, steps = setting.split(":")
-    return UnlearnConfig(method, lr=float(lr), steps=int(steps), batch_size=8, alpha=1.0, train_dtype=dtype)
+    dtype, method, lr, steps, *compute = setting.split(":")
+    return UnlearnConfig(method, lr=float(lr), steps=int(steps), batch_size=8, alpha=1.0, train_dtype=dtype,
+                         bf16_compute=compute[0] if compute else "auto")
 
 
 def build(cfg: UnlearnConfig, target: Path, files: dict[str, Path]) -> Path:
     """The unlearned model, written by the same ``run_unlearning`` as the ``unlearn`` command and the demo."""
-    out = bench_root() / f"paper-{Recipe().key()}-{cfg.train_dtype}-{cfg.method}-{cfg.lr:g}-{cfg.steps}"
+    compute = f"-{bf16_compute('cpu', cfg.bf16_compute)}" if cfg.train_dtype == "bfloat16" else ""
+    out = bench_root() / f"paper-{Recipe().key()}-{cfg.train_dtype}{compute}-{cfg.method}-{cfg.lr:g}-{cfg.steps}"
     if (out / "config.json").is_file():
         return out
     original = load_checkpoint(target, "original") if needs_original(cfg.method) else None
@@ -87,6 +93,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
     torch.manual_seed(0)
+    print(f"CPU: {describe_cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
     recipe = Recipe()
     files = write_data(recipe, bench_root() / "data")
     paths = build_models(recipe, files, log=lambda m: print(m, file=sys.stderr))
@@ -106,7 +113,8 @@ def main() -> None:
         path = build(cfg, paths["target"], files)
         rows = probe(path, schemes, items, seqs, args.batch_size)
         fx = forensics.measure(forensics.checkpoint_pairs(paths["target"], path, {}), grids)
-        result = {"setting": setting, "seconds": round(time.perf_counter() - t), "changed_fraction": fx["changed_fraction"],
+        numerics = json.loads((path / "unlearning.json").read_text()).get("numerics")
+        result = {"setting": setting, "numerics": numerics, "seconds": round(time.perf_counter() - t), "changed_fraction": fx["changed_fraction"],
                   "median_abs_w_changed": fx["median_abs_w_changed"],
                   "same_cell": {k: v.get("changed_same_cell") for k, v in fx["schemes"].items()},
                   "code_overlap": {k: v.get("code_overlap") for k, v in fx["schemes"].items()},

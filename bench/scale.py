@@ -219,7 +219,9 @@ def main() -> None:
             sys.exit(f"building the checkpoints failed (exit {builder.exitcode})")
     params = sum(s.numel() for s in _shapes(_config(args.shape)).values())
     ckpt_bytes = sum(f.stat().st_size for f in (workdir / "audited").glob("*.safetensors"))
-    head = {"shape": args.shape, "parameters": params, "checkpoint_bf16_bytes": ckpt_bytes, "schemes": args.schemes}
+    from unlearn_audit.machine import cpu_capability, cpu_model
+
+    head = {"cpu_model": cpu_model(), "cpu_capability": cpu_capability(), "shape": args.shape, "parameters": params, "checkpoint_bf16_bytes": ckpt_bytes, "schemes": args.schemes}
     with tempfile.TemporaryDirectory() as tmp:
         if args.build_only:
             _, wall = _child(args, [__file__, "--shape", args.shape, "--workdir", str(workdir), "--schemes", args.schemes,

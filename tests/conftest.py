@@ -1,40 +1,40 @@
-"""Shared fixtures: a tiny benchmark, a tokenizer trained on it, and two tiny models built for real.
+"""Shared fixtures: a tiny benchmark and two tiny trained models, shipped in ``tests/fixtures/tiny``.
 
 ``memoriser`` was fine-tuned on forget + retain until it recites the forget set; ``clean`` saw only
-the retain set. Both are trained from scratch in seconds, once per test session.
+the retain set. They are trained once by ``tests/fixtures/build.py`` and shipped, so that every CPU
+audits the same weights (trained here, their numbers changed between AVX2 and AVX512 machines).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from unlearn_audit.benchmark import bios, tiny, training
-from unlearn_audit.models.batch import encode
-from unlearn_audit.models.loading import write_checkpoint
+from unlearn_audit.benchmark import bios
 
-N_PER_SET = 48
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+import build as fixtures  # noqa: E402  (tests/fixtures/build.py: the recipe and the data's fingerprint)
+
+N_PER_SET = fixtures.N_PER_SET
 
 
 @pytest.fixture(scope="session")
 def bench(tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)  # tiny models gain nothing from threads; oversubscribed OpenMP stalls
     root = tmp_path_factory.mktemp("bench")
-    split = bios.generate(N_PER_SET, N_PER_SET, N_PER_SET, qa_per_person=2, seed=1)
+    split = fixtures.split()
+    trained_on = json.loads((fixtures.OUT / "trained_on.json").read_text())["sets"]
+    assert fixtures.fingerprint(split) == trained_on, (
+        "the benchmark generator no longer writes the texts the shipped tiny models were trained on; "
+        "rebuild them with: python tests/fixtures/build.py")
     files = bios.write_split(split, root)
-    tok = tiny.train_tokenizer(split.texts["retain"] + split.texts["forget"] + split.texts["holdout"])
-
-    def train(texts: list[str], name: str) -> Path:
-        model = tiny.tiny_llama(len(tok), seed=0)
-        qa_text = [f"Question: {q}\nAnswer: {a}" for s in ("retain",) for q, a in split.qa[s]]
-        seqs = encode(tok, texts + qa_text)
-        training.finetune(model, seqs, tok.pad_token_id, lr=3e-3, epochs=30, batch_size=16, warmup=10)
-        return write_checkpoint(model, tok, root / name)
-
-    files["memoriser"] = train(split.texts["forget"] + split.texts["retain"], "memoriser")
-    files["clean"] = train(split.texts["retain"], "clean")
+    for name in ("memoriser", "clean"):
+        files[name] = Path(shutil.copytree(fixtures.OUT / name, root / name))
     return files
 
 

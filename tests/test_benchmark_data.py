@@ -37,7 +37,10 @@ def test_demo_cache_keys_follow_what_each_stage_depends_on():
     assert changed(replace(base, unlearn_batch=4)) == {"paper", "control", "sure"}
     assert changed(replace(base, n_forget=20)) == set(stages)
     assert changed(replace(base, model_dtype="float32")) == set(stages)
-    assert changed(replace(base, finetune_autocast=None)) == set(stages)
+    # "auto" is resolved by this CPU's answer; asking for the other choice rebuilds from the target on
+    flipped = None if base.resolved().finetune_autocast else "bfloat16"
+    assert changed(replace(base, finetune_autocast=flipped)) == set(stages)
+    assert changed(replace(base, paper_compute="float32" if base.resolved().paper_compute == "bfloat16" else "bfloat16")) == {"paper"}
     assert changed(replace(base, schemes=("fp32",), audit_batch=4, audit_dtype="float32")) == set()
 
 

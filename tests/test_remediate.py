@@ -228,11 +228,16 @@ def test_the_paper_presets_follow_appendix_d():
         unlearn_config("ga", None, False, 1, None, 8, 1.0, 0.1, 0, 8, "float16")
 
 
-def test_bfloat16_unlearning_keeps_model_and_optimizer_in_bfloat16(setup, tmp_path, capsys):
+@pytest.mark.parametrize("fast", ["bfloat16", ""], ids=["native-bf16", "emulated-bf16"])
+def test_bfloat16_unlearning_keeps_model_and_optimizer_in_bfloat16(setup, tmp_path, capsys, monkeypatch, fast):
     """The paper's numerics: no float32 master copy, so the written checkpoint is bfloat16 and the
-    unlearning record says so; updates below a weight's bfloat16 spacing round away."""
+    unlearning record says so; updates below a weight's bfloat16 spacing round away. Both compute paths,
+    whatever this CPU has: bfloat16 arithmetic, and float32 arithmetic with bfloat16 storage."""
     import json
 
+    from unlearn_audit.machine import FAST_DTYPES_ENV
+
+    monkeypatch.setenv(FAST_DTYPES_ENV, fast)
     from safetensors import safe_open
 
     from unlearn_audit.cli import main
@@ -246,6 +251,9 @@ def test_bfloat16_unlearning_keeps_model_and_optimizer_in_bfloat16(setup, tmp_pa
     assert exc.value.code in (0, None), capsys.readouterr().err
     record = json.loads((out / "unlearning.json").read_text())
     assert record["hyperparameters"]["train_dtype"] == "bfloat16" and record["hyperparameters"]["lr"] == 1e-5
+    numerics = record["numerics"]
+    assert numerics["stored_dtype"] == "bfloat16" and numerics["compute_dtype"] == (fast or "float32")
+    assert numerics["cpu_capability"] and numerics["cpu_model"]
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
     before = load_checkpoint(src).model.state_dict()

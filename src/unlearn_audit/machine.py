@@ -1,9 +1,22 @@
-"""What this process may run on: CPUs, threads and accelerators (recorded in every report)."""
+"""What this process may run on: CPUs, threads, accelerators, and which dtypes they compute fast.
+
+Every compute dtype the tool chooses by itself (``audit --dtype auto``, the demo's fine-tuning and audits,
+``--train-dtype bfloat16`` unlearning, the benchmarks) asks ``computes_fast``. A CPU without bfloat16
+instructions (AVX2-only AMD EPYC, older Intel) runs a bfloat16 matmul through a conversion path that
+measured 41x slower than float32 on this project's own AVX2 machine, so there the fast choice is float32.
+The answer and the CPU it came from are recorded in every report (``hardware``).
+"""
 
 from __future__ import annotations
 
 import os
 import platform
+from functools import lru_cache
+
+#: Overrides the CPU's answer, for tests and for users who measured otherwise: a comma-separated list of
+#: the dtypes to treat as fast on the CPU (``bfloat16``, ``float16``); empty or ``none`` for neither.
+FAST_DTYPES_ENV = "UNLEARN_AUDIT_FAST_DTYPES"
+LOW_PRECISION = ("bfloat16", "float16")
 
 
 def usable_cpus() -> int:
@@ -15,9 +28,85 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name as ``lscpu`` shows it (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_capability() -> str:
+    """The vector instruction set torch's CPU kernels were dispatched to (``AVX2``, ``AVX512``, ...)."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def _name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _cpu_native(name: str) -> bool:
+    """By instruction set: bfloat16 needs AVX512-BF16 or AMX on x86 (plain AVX512 converts every element,
+    and AVX2 has no bfloat16 arithmetic at all); float16 needs AVX512-FP16 or AMX-FP16. Elsewhere (ARM),
+    oneDNN's own check, which asks for the BF16/FP16 extensions."""
+    import torch
+
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+    if name == "bfloat16":
+        if x86:
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if x86:
+        return bool(torch.cpu._is_amx_fp16_supported() or torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+
+
+def computes_fast(dtype, device: str = "cpu") -> bool:
+    """Does ``device`` compute ``dtype`` at least as fast as float32? float32 always does. On CUDA,
+    bfloat16 needs native support (Ampere or later, ``torch.cuda.is_bf16_supported``), float16 runs on
+    every GPU this tool supports. On the CPU, the instruction set decides (``_cpu_native``), unless
+    ``UNLEARN_AUDIT_FAST_DTYPES`` says otherwise."""
+    import torch
+
+    name = _name(dtype)
+    if name not in LOW_PRECISION:
+        return True
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return name == "float16" or bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    if kind != "cpu":
+        return False
+    forced = os.environ.get(FAST_DTYPES_ENV)
+    if forced is not None:
+        return name in {t.strip() for t in forced.split(",")}
+    return _cpu_native(name)
+
+
+def fast_or_float32(dtype, device: str = "cpu") -> str:
+    """``dtype`` where ``device`` computes it fast, else float32 (the exact path)."""
+    name = _name(dtype)
+    return name if computes_fast(name, device) else "float32"
+
+
 def hardware() -> dict:
     import torch
 
     return {"machine": platform.machine(), "processor": platform.processor() or None, "cpus": usable_cpus(),
+            "cpu_model": cpu_model(), "cpu_capability": cpu_capability(),
+            "fast_dtypes": {d: computes_fast(d, "cpu") for d in LOW_PRECISION},
             "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def describe_cpu() -> str:
+    """One line for benchmark output and logs: ``AMD EPYC (torch CPU capability AVX2, bfloat16 slow)``."""
+    fast = [d for d in LOW_PRECISION if computes_fast(d, "cpu")]
+    return (f"{cpu_model()} (torch CPU capability {cpu_capability()}, "
+            f"{' and '.join(fast) + ' fast' if fast else 'bfloat16 and float16 slow'}, {usable_cpus()} usable CPUs)")

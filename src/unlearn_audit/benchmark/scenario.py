@@ -30,7 +30,7 @@ import importlib.util
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -38,10 +38,10 @@ import torch
 
 from ..data import load_qa, load_texts
 from ..errors import InputError
-from ..machine import usable_cpus
+from ..machine import computes_fast, usable_cpus
 from ..models.batch import encode
 from ..models.loading import write_checkpoint
-from ..remediate.unlearn import UnlearnConfig, needs_original
+from ..remediate.unlearn import UnlearnConfig, bf16_compute, needs_original
 from ..steps import Step
 from . import bios, training
 
@@ -63,11 +63,12 @@ class Recipe:
     target_lr: float = 5e-4
     target_epochs: int = 4
     finetune_batch: int = 8
-    # The target and the reference are fine-tuned in mixed precision (float32 weights and AdamW state,
-    # bfloat16 autocast, as the Trainer's bf16=True) and stored in bfloat16, as MUSE releases its models:
-    # then bfloat16 unlearning (a) starts from exactly the stored weights, and any weight that differs
-    # from the target's was moved by unlearning, not by a cast.
-    finetune_autocast: str | None = "bfloat16"
+    # The target and the reference are fine-tuned with float32 weights and AdamW state, in mixed precision
+    # (bfloat16 autocast, as the Trainer's bf16=True) where the CPU computes bfloat16 fast, else in float32
+    # ("auto", resolved by ``resolved``), and stored in bfloat16, as MUSE releases its models: then bfloat16
+    # unlearning (a) starts from exactly the stored weights, and any weight that differs from the target's
+    # was moved by unlearning, not by a cast.
+    finetune_autocast: str | None = "auto"
     model_dtype: str = "bfloat16"
     seed: int = 0
     unlearn_batch: int = 8  # forget and retain texts per unlearning step
@@ -81,6 +82,9 @@ class Recipe:
     paper_lr: float = 3e-4
     paper_steps: int = 12
     paper_alpha: float = 1.0
+    # bfloat16 arithmetic where the CPU has it, else float32 with bfloat16 storage emulated after every
+    # step (remediate/unlearn.py); the README compares the two on (a).
+    paper_compute: str = "auto"
     # (b) The positive control: GA_GDR projected onto the target's grid cells under control_scheme. At 12
     # steps it over-unlearned (fp32 PrivLeak +25, INCONCLUSIVE); at 10 every fp32 check passes.
     control_scheme: str = "rtn-int4"
@@ -92,20 +96,32 @@ class Recipe:
     sure_lr: float = 1e-4
     sure_steps: int = 12
     sure_percentile: float = 90.0
-    # The audits compute every model in bfloat16, as MUSE evaluates its models and as `audit --dtype auto`
-    # chooses for bfloat16 checkpoints on a CPU with bfloat16 instructions; 40 sequences per batch decode
-    # all 40 documents of a set together. Side by side on the control, both together ran its audit 2.2x
-    # faster than float32 in batches of 16 (README, "The demo").
-    audit_dtype: str = "bfloat16"
+    # The audits compute every model in bfloat16 where the CPU computes it fast ("auto"), as MUSE evaluates
+    # its models and as `audit --dtype auto` chooses for bfloat16 checkpoints, else in float32; 40
+    # sequences per batch decode all 40 documents of a set together. Side by side on the control, both
+    # together ran its audit 2.2x faster than float32 in batches of 16 on an AMX CPU (README, "The demo").
+    audit_dtype: str = "auto"
     audit_batch: int = 40
     schemes: tuple[str, ...] = DEMO_SCHEMES
 
+    def resolved(self) -> "Recipe":
+        """The recipe with every "auto" replaced by what this machine computes fast (``machine``): bfloat16
+        autocast and audits, and native bfloat16 unlearning, only on a CPU with bfloat16 instructions."""
+        fast = computes_fast("bfloat16", "cpu")
+        return replace(
+            self,
+            finetune_autocast=("bfloat16" if fast else None) if self.finetune_autocast == "auto" else self.finetune_autocast,
+            audit_dtype=("bfloat16" if fast else "float32") if self.audit_dtype == "auto" else self.audit_dtype,
+            paper_compute=bf16_compute("cpu", self.paper_compute) if self.paper_dtype == "bfloat16" else "float32",
+        )
+
     def key(self, stage: str = "models") -> str:
-        """Cache key of what a stage builds. ``models`` (the target and the reference) hashes the data
+        """Cache key of what a stage builds, from the resolved recipe (so a cache built on a CPU with
+        bfloat16 is not read where the same stage would compute in float32). ``models`` (the target and the reference) hashes the data
         and fine-tuning fields; ``paper``, ``control`` and ``sure`` add their own fields and the unlearning
         batch, so changing one scenario rebuilds only that scenario. The audit's settings key nothing."""
         own = {"paper": "paper_", "control": "control_", "sure": "sure_"}
-        fields = {k: v for k, v in asdict(self).items() if k not in {"schemes", "audit_batch", "audit_dtype"}}
+        fields = {k: v for k, v in asdict(self.resolved()).items() if k not in {"schemes", "audit_batch", "audit_dtype"}}
         keep = {k: v for k, v in fields.items()
                 if not any(k.startswith(p) for p in own.values()) and k != "unlearn_batch"}
         if stage != "models":
@@ -157,6 +173,7 @@ def build_models(
     recipe: Recipe, files: dict[str, Path], log: Callable[[str], None], on_step: Callable[[str], None] = lambda s: None
 ) -> dict[str, Path]:
     torch.set_num_threads(usable_cpus())
+    recipe = recipe.resolved()
     root = cache_root()
     base = root / "smollm2-135m-fp32"
 
@@ -213,8 +230,10 @@ def _unlearn_stage(name: str, label: str, cfg: UnlearnConfig, recipe: Recipe, fi
 
 def build_scenarios(recipe: Recipe, files: dict[str, Path], models: dict[str, Path], log, on_step) -> dict[str, Path]:
     """(a) the paper's numerics and (b) the positive control, each unlearned from the target."""
+    recipe = recipe.resolved()
     paper = UnlearnConfig(recipe.paper_method, lr=recipe.paper_lr, steps=recipe.paper_steps, batch_size=recipe.unlearn_batch,
-                          alpha=recipe.paper_alpha, seed=recipe.seed, train_dtype=recipe.paper_dtype)
+                          alpha=recipe.paper_alpha, seed=recipe.seed, train_dtype=recipe.paper_dtype,
+                          bf16_compute=recipe.paper_compute)
     control = UnlearnConfig(recipe.control_method, lr=recipe.control_lr, steps=recipe.control_steps,
                             batch_size=recipe.unlearn_batch, alpha=recipe.control_alpha, seed=recipe.seed)
     return {
@@ -248,6 +267,7 @@ def run_demo(out: Path, on_step: Callable[[str], None], log: Callable[[str], Non
     from ..pipeline.types import AuditConfig, AuditData
 
     t0 = time.perf_counter()
+    recipe = recipe.resolved()  # every dtype as this CPU computes it fast; the report records the choice
     on_step("writing the benchmark data")
     files = write_data(recipe, out / "data")
     on_step("building the demo models (cached after the first run)")
@@ -261,7 +281,7 @@ def run_demo(out: Path, on_step: Callable[[str], None], log: Callable[[str], Non
         forget_qa=load_qa(files["forget_qa"]), retain_qa=load_qa(files["retain_qa"]), holdout_qa=load_qa(files["holdout_qa"]),
     )
     # one compute dtype for every model, so the target's results serve every scenario; the target, the
-    # reference and (a) are stored in it exactly, and (b)'s rtn-int4 variant is the target's whatever it is
+    # reference and (a) are stored in bfloat16 and computed in it or exactly upcast to float32, and (b)'s rtn-int4 variant is the target's whatever it is
     cfg = AuditConfig(schemes=recipe.schemes, seed=recipe.seed, batch_size=recipe.audit_batch, dtype=recipe.audit_dtype)
     shared, variants = VariantCache(shared_dir()), VariantCache(cache_root() / "demo-audits")
     reports = {}

@@ -30,7 +30,12 @@ def demo(
     check_percentile(saliency_percentile)
     if sure_lr <= 0:
         raise InputError(f"--sure-lr must be positive, got {sure_lr}")
-    recipe = Recipe(sure_lr=sure_lr, sure_steps=sure_steps, sure_percentile=saliency_percentile)
+    from ..machine import describe_cpu
+
+    recipe = Recipe(sure_lr=sure_lr, sure_steps=sure_steps, sure_percentile=saliency_percentile).resolved()
+    say(f"{describe_cpu()}: fine-tuning in {'bfloat16 autocast' if recipe.finetune_autocast else 'float32'}, "
+        f"(a) computed in {recipe.paper_compute}{' with bfloat16 storage' if recipe.paper_compute == 'float32' else ''}, "
+        f"audits in {recipe.audit_dtype}")
     with Steps() as steps:
         reports = run_demo(out, on_step=steps, log=lambda m: err.print(m, soft_wrap=True, markup=False),
                            recipe=recipe, remediate=remediate)

@@ -89,8 +89,9 @@ def unlearn_command(
     out: Path = typer.Option(..., help="Directory for the unlearned checkpoint (must not exist)."),
     preset: Optional[str] = typer.Option(None, help="The paper's settings: paper-news or paper-books (Appendix D; flags given "
                                          "override them)."),
-    train_dtype: str = typer.Option("float32", help="float32, or bfloat16: model and optimizer state in bfloat16, "
-                                    "as the paper's runs had them."),
+    train_dtype: str = typer.Option("float32", help="float32, or bfloat16: model and optimizer state stored in bfloat16, "
+                                    "as the paper's runs had them (computed in float32 and rounded after every step where the "
+                                    "CPU has no bfloat16 instructions; unlearning.json says which)."),
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
     confine_to: Optional[str] = typer.Option(None, help="Positive control: keep every weight in its cell of the start's "
                                              "grid under this rtn-* scheme, so Q(unlearned) = Q(start) (README)."),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..machine import computes_fast
 from ..models.decode import DraftBook
 from ..models.hf import HFModel
 from ..models.weights import empty_model
@@ -99,12 +100,13 @@ def probe_scheme(scheme: Scheme, source: Checkpoint, tok, work: Workload, cfg: A
 
 def compute_dtype(cfg: AuditConfig, ckpt: Checkpoint) -> str:
     """``--dtype auto``: the dtype the checkpoint is stored in when that is bfloat16 and the device
-    computes in it natively (a GPU, or a CPU with bfloat16 instructions, where it measured about twice as
-    fast as float32 and takes half the memory; see the README), else float32, the exact path."""
+    computes it fast (a GPU from Ampere on, or a CPU with AVX512-BF16/AMX, where it measured about twice
+    as fast as float32 and takes half the memory; ``machine.computes_fast``), else float32, the exact
+    path. A CPU without bfloat16 instructions computes it tens of times slower than float32."""
     if cfg.dtype != "auto":
         return cfg.dtype
-    native = cfg.device == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return "bfloat16" if native and ckpt.source.stored_dtype() == "bfloat16" else "float32"
+    fast = computes_fast("bfloat16", cfg.device)
+    return "bfloat16" if fast and ckpt.source.stored_dtype() == "bfloat16" else "float32"
 
 
 def resident_model(ckpt: Checkpoint, cfg: AuditConfig):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from ..data import TextSet
 from ..errors import InputError
 from ..models.batch import encode, make_batch
@@ -20,7 +22,7 @@ from ..quantize.base import Scheme
 from .confine import Confinement
 from .losses import ga_loss, npo_loss
 from .saliency import freeze_all_but, saliency_map
-from .unlearn import UnlearnConfig, unlearn
+from .unlearn import UnlearnConfig, bf16_numerics, unlearn
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,15 @@ def run_unlearning(
         trainable = freeze_all_but(model, smap, sure.per_layer)
     confine = Confinement(model, confine_to) if confine_to is not None else None
     history = unlearn(model, f, r, tok.pad_token_id, cfg, original=frozen_ref, on_step=on_step, confine=confine)
+    if cfg.train_dtype == "bfloat16":  # stored as it was trained, whichever path computed it
+        model.to(torch.bfloat16)
     record = {
         "method": cfg.method,
         "hyperparameters": cfg.to_dict() | {"max_length": max_length, "optimizer": "AdamW (weight_decay 0)",
                                              "schedule": "constant"},
+        # bfloat16 storage: computed natively, or in float32 and rounded after every step (remediate/unlearn.py)
+        "numerics": bf16_numerics(str(next(model.parameters()).device), cfg.bf16_compute) if cfg.train_dtype == "bfloat16" else
+        {"stored_dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "compute_dtype": "float32"},
         "sure": None if smap is None else {**smap.to_dict(), "per_layer": sure.per_layer, "trainable": trainable},
         # A constructed model: Q(unlearned) = Q(start) exactly under this scheme, whatever full precision does.
         "confined_to": None if confine_to is None else {"scheme": confine_to.name, **confine_to.params(),

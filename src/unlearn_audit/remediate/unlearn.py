@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..machine import computes_fast, cpu_capability, cpu_model
 from ..models.batch import make_batch
 from .losses import cross_entropy, ga_loss, kl_to_original, npo_loss
 
@@ -34,10 +35,14 @@ class UnlearnConfig:
     alpha: float = 1.0
     beta: float = 0.1
     seed: int = 0
-    # "bfloat16": model and AdamW state in bfloat16 with no float32 master copy, as the paper's runs had
-    # them (MUSE models loaded in bf16, HF Trainer with bf16=True). An update below ~|w|/512 then rounds
-    # away, so unlearning moves only the smallest weights: the ones 4-bit grids round to zero.
+    # "bfloat16": model and AdamW state stored in bfloat16 with no float32 master copy, as the paper's runs
+    # had them (MUSE models loaded in bf16, HF Trainer with bf16=True). An update below half a bfloat16 ulp
+    # (~|w|/512) then rounds away, so unlearning moves only the smallest weights: the ones 4-bit grids
+    # round to zero. Where the device has no fast bfloat16, storage is emulated (``bf16_compute``).
     train_dtype: str = "float32"
+    # With train_dtype bfloat16: "auto" (bfloat16 arithmetic where the device computes it fast, else
+    # float32 with bfloat16 storage emulated), or either path forced, to compare them (bench/paper_numerics).
+    bf16_compute: str = "auto"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,6 +52,44 @@ def needs_original(method: str) -> bool:
     """NPO's reference log-likelihoods and KLR's KL term both read the frozen original model."""
     forget_kind, regularizer = METHODS[method]
     return forget_kind == "npo" or regularizer == "klr"
+
+
+def _device(model) -> str:
+    return str(next(model.parameters()).device)
+
+
+def bf16_compute(device: str, asked: str = "auto") -> str:
+    """The arithmetic of ``--train-dtype bfloat16`` on ``device``: ``bfloat16`` where it computes it fast
+    (``machine.computes_fast``), else ``float32`` with bfloat16 storage emulated by ``store_as_bfloat16``."""
+    if asked not in ("auto", "bfloat16", "float32"):
+        raise ValueError(f"bf16_compute must be auto, bfloat16 or float32, got {asked!r}")
+    if asked != "auto":
+        return asked
+    return "bfloat16" if computes_fast("bfloat16", device) else "float32"
+
+
+def bf16_numerics(device: str, asked: str = "auto") -> dict:
+    """What ``unlearning.json`` records of a ``--train-dtype bfloat16`` run: the stored dtype, the compute
+    path, and the CPU that chose it."""
+    compute = bf16_compute(device, asked)
+    how = ("bfloat16 matmuls and AdamW arithmetic (the paper's numerics)" if compute == "bfloat16" else
+           "float32 matmuls and AdamW arithmetic on bfloat16 values; the weights and the AdamW moments are rounded "
+           "to bfloat16 (round-to-nearest-even) after every step, so what is stored is bfloat16 at every step")
+    return {"stored_dtype": "bfloat16", "compute_dtype": compute, "compute_path": how, "device": device,
+            "cpu_model": cpu_model(), "cpu_capability": cpu_capability()}
+
+
+@torch.no_grad()
+def store_as_bfloat16(params, opt: torch.optim.Optimizer) -> None:
+    """bfloat16 storage on a float32 computation: after a step, every weight and every AdamW moment is
+    replaced by its bfloat16 rounding, exactly what a bfloat16 tensor's ``copy_`` stores. A weight then
+    moves only if its update crossed half a bfloat16 ulp, the absorption the paper's Section 5 turns on
+    (a pure bfloat16 step also rounds inside AdamW's arithmetic; the README measures the difference)."""
+    for p in params:
+        p.copy_(p.to(torch.bfloat16))
+        for key, v in opt.state.get(p, {}).items():
+            if key != "step" and torch.is_tensor(v) and v.is_floating_point():
+                v.copy_(v.to(torch.bfloat16))
 
 
 def loss(model, original, method: str, forget, retain, alpha: float, beta: float) -> torch.Tensor:
@@ -71,10 +114,11 @@ def unlearn(
         raise ValueError(f"{cfg.method} needs the frozen original model")
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
+    emulate = cfg.train_dtype == "bfloat16" and bf16_compute(_device(model), cfg.bf16_compute) == "float32"
     if cfg.train_dtype == "bfloat16":
-        model.to(torch.bfloat16)
-        if original is not None:
-            original.to(torch.bfloat16)
+        for m in (model, original):
+            if m is not None:  # emulated: the bfloat16 values, held in float32
+                m.to(torch.bfloat16).to(torch.float32 if emulate else torch.bfloat16)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     model.train()
@@ -88,6 +132,8 @@ def unlearn(
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
+        if emulate:
+            store_as_bfloat16(params, opt)
         if confine is not None:
             confine.project()
         history.append(value.item())
