@@ -7,7 +7,11 @@ A setting is ``DTYPE:METHOD:LR:STEPS[:COMPUTE]`` (α = 1, β = 0.1, batch 8 forg
 DTYPE ``bfloat16`` is bfloat16-stored AdamW with no float32 master copy, as the paper's Trainer ran).
 COMPUTE, for bfloat16 only: ``bfloat16`` (bf16 matmuls and AdamW arithmetic), ``float32`` (float32
 arithmetic, weights and moments rounded to bfloat16 after every step), or ``auto`` (the default: what
-this CPU computes fast, ``unlearn_audit.machine``). Running one setting both ways compares the two paths. Each unlearned
+this CPU computes fast, ``unlearn_audit.machine``). Running one setting both ways compares the two paths.
+
+``--model DIR --data DIR`` runs the same measurements on another target (a bfloat16 or float32
+checkpoint) and its ``forget.jsonl``, ``retain.jsonl`` and ``holdout.jsonl``: for instance the test
+suite's tiny memoriser, small enough for bfloat16 arithmetic on a CPU without bfloat16 instructions. Each unlearned
 model is cached under ``$XDG_CACHE_HOME/unlearn-audit-bench/paper-*``, keyed by the demo's models. For
 the target and every setting, under each scheme (default fp32, rtn-int8, rtn-int4, fp4, nf4; ``fp4`` writes the same weights as
 bitsandbytes' FP4 quantizer, at float32 speed), it measures what an audit would:
@@ -26,6 +30,7 @@ is the cheaper search that chose it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -59,10 +64,10 @@ def parse(setting: str) -> UnlearnConfig:
                          bf16_compute=compute[0] if compute else "auto")
 
 
-def build(cfg: UnlearnConfig, target: Path, files: dict[str, Path]) -> Path:
+def build(cfg: UnlearnConfig, target: Path, files: dict[str, Path], key: str) -> Path:
     """The unlearned model, written by the same ``run_unlearning`` as the ``unlearn`` command and the demo."""
     compute = f"-{bf16_compute('cpu', cfg.bf16_compute)}" if cfg.train_dtype == "bfloat16" else ""
-    out = bench_root() / f"paper-{Recipe().key()}-{cfg.train_dtype}{compute}-{cfg.method}-{cfg.lr:g}-{cfg.steps}"
+    out = bench_root() / f"paper-{key}-{cfg.train_dtype}{compute}-{cfg.method}-{cfg.lr:g}-{cfg.steps}"
     if (out / "config.json").is_file():
         return out
     original = load_checkpoint(target, "original") if needs_original(cfg.method) else None
@@ -91,26 +96,37 @@ def main() -> None:
     ap.add_argument("--setting", action="append", required=True, help="DTYPE:METHOD:LR:STEPS (repeatable)")
     ap.add_argument("--schemes", default=SCHEMES)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--model", type=Path, help="another target checkpoint (default: the demo's, built if needed)")
+    ap.add_argument("--data", type=Path, help="with --model: the directory of its forget/retain/holdout .jsonl")
     args = ap.parse_args()
+    if (args.model is None) != (args.data is None):
+        ap.error("--model and --data go together")
     torch.manual_seed(0)
     print(f"CPU: {describe_cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads", file=sys.stderr)
-    recipe = Recipe()
-    files = write_data(recipe, bench_root() / "data")
-    paths = build_models(recipe, files, log=lambda m: print(m, file=sys.stderr))
+    if args.model is None:
+        recipe = Recipe()
+        key = recipe.key()
+        files = write_data(recipe, bench_root() / "data")
+        paths = build_models(recipe, files, log=lambda m: print(m, file=sys.stderr))
+    else:
+        files = {k: args.data / f"{k}.jsonl" for k in ("forget", "retain", "holdout")}
+        paths = {"target": args.model.resolve()}
+        key = hashlib.sha256(str(paths["target"]).encode()).hexdigest()[:12]
     texts = {k: list(load_texts(files[k]).texts) for k in ("forget", "retain", "holdout")}
     tok = open_checkpoint(paths["target"]).tokenizer
     items, _ = verbmem.prepare(tok, texts["forget"])
     seqs = {s: mink.prepare(tok, texts[s], None)[0] for s in ("forget", "holdout")}
     schemes = args.schemes.split(",")
     grids = [get_scheme(s) for s in schemes if get_scheme(s).bits and get_scheme(s).bits < 32]
-    cached = bench_root() / f"paper-{recipe.key()}-target-{'_'.join(schemes)}.json"
+    bench_root().mkdir(parents=True, exist_ok=True)
+    cached = bench_root() / f"paper-{key}-target-{'_'.join(schemes)}.json"
     target = json.loads(cached.read_text()) if cached.is_file() else probe(paths["target"], schemes, items, seqs, args.batch_size)
     cached.write_text(json.dumps(target))
     table = []
     for setting in args.setting:
         cfg = parse(setting)
         t = time.perf_counter()
-        path = build(cfg, paths["target"], files)
+        path = build(cfg, paths["target"], files, key)
         rows = probe(path, schemes, items, seqs, args.batch_size)
         fx = forensics.measure(forensics.checkpoint_pairs(paths["target"], path, {}), grids)
         numerics = json.loads((path / "unlearning.json").read_text()).get("numerics")
