@@ -42,13 +42,13 @@ import torch
 
 from unlearn_audit.benchmark.scenario import Recipe, build_models, write_data
 from unlearn_audit.data import load_texts
+from unlearn_audit.machine import describe_cpu
 from unlearn_audit.models.hf import HFModel
 from unlearn_audit.models.loading import load_checkpoint, open_checkpoint
 from unlearn_audit.probes import mink, verbmem
 from unlearn_audit.quantize import forensics
 from unlearn_audit.quantize.registry import get_scheme
 from unlearn_audit.remediate.run import run_unlearning
-from unlearn_audit.machine import describe_cpu
 from unlearn_audit.remediate.unlearn import UnlearnConfig, bf16_compute, needs_original
 
 SCHEMES = "fp32,rtn-int8,rtn-int4,fp4,nf4"  # fp4: bit-identical to bitsandbytes' FP4 weights, at float32 speed

@@ -221,7 +221,8 @@ def main() -> None:
     ckpt_bytes = sum(f.stat().st_size for f in (workdir / "audited").glob("*.safetensors"))
     from unlearn_audit.machine import cpu_capability, cpu_model
 
-    head = {"cpu_model": cpu_model(), "cpu_capability": cpu_capability(), "shape": args.shape, "parameters": params, "checkpoint_bf16_bytes": ckpt_bytes, "schemes": args.schemes}
+    head = {"cpu_model": cpu_model(), "cpu_capability": cpu_capability(),
+            "shape": args.shape, "parameters": params, "checkpoint_bf16_bytes": ckpt_bytes, "schemes": args.schemes}
     with tempfile.TemporaryDirectory() as tmp:
         if args.build_only:
             _, wall = _child(args, [__file__, "--shape", args.shape, "--workdir", str(workdir), "--schemes", args.schemes,

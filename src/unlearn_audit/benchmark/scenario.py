@@ -17,7 +17,8 @@ second run only reads):
    forget at full precision and remember once quantized, which the audit must FAIL;
 7. the audits of (a) and (b) against the target (as the original) and the reference, under fp32,
    rtn-int8, rtn-int4, bnb-fp4 (the paper's released 4-bit setting) and nf4, every model computed in
-   bfloat16, the bitsandbytes variant included. Their variant results are cached too, keyed by every
+   bfloat16 where the CPU computes it fast and in float32 elsewhere (``machine.computes_fast``), the
+   bitsandbytes variant included. Their variant results are cached too, keyed by every
    input (pipeline/cache.py).
 
 The recipe's numbers and what they produced are documented in the README; nothing here forces an outcome.
@@ -117,8 +118,8 @@ class Recipe:
 
     def key(self, stage: str = "models") -> str:
         """Cache key of what a stage builds, from the resolved recipe (so a cache built on a CPU with
-        bfloat16 is not read where the same stage would compute in float32). ``models`` (the target and the reference) hashes the data
-        and fine-tuning fields; ``paper``, ``control`` and ``sure`` add their own fields and the unlearning
+        bfloat16 is not read where the same stage would compute in float32). ``models`` (the target and
+        the reference) hashes the data and fine-tuning fields; ``paper``, ``control`` and ``sure`` add their own fields and the unlearning
         batch, so changing one scenario rebuilds only that scenario. The audit's settings key nothing."""
         own = {"paper": "paper_", "control": "control_", "sure": "sure_"}
         fields = {k: v for k, v in asdict(self.resolved()).items() if k not in {"schemes", "audit_batch", "audit_dtype"}}
@@ -281,7 +282,8 @@ def run_demo(out: Path, on_step: Callable[[str], None], log: Callable[[str], Non
         forget_qa=load_qa(files["forget_qa"]), retain_qa=load_qa(files["retain_qa"]), holdout_qa=load_qa(files["holdout_qa"]),
     )
     # one compute dtype for every model, so the target's results serve every scenario; the target, the
-    # reference and (a) are stored in bfloat16 and computed in it or exactly upcast to float32, and (b)'s rtn-int4 variant is the target's whatever it is
+    # reference and (a) are stored in bfloat16 and computed in it or exactly upcast to float32, and (b)'s
+    # rtn-int4 variant is the target's whatever it is
     cfg = AuditConfig(schemes=recipe.schemes, seed=recipe.seed, batch_size=recipe.audit_batch, dtype=recipe.audit_dtype)
     shared, variants = VariantCache(shared_dir()), VariantCache(cache_root() / "demo-audits")
     reports = {}

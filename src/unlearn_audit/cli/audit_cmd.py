@@ -40,7 +40,8 @@ def audit(
     cache_dir: Optional[Path] = typer.Option(None, envvar=ENV("cache-dir"),
                                              help="Cache of the original's and reference's results, shared across audits (default: user cache dir)."),
     device: str = typer.Option("auto", envvar=ENV("device"), help="cpu, cuda or auto (cuda when available)."),
-    dtype: str = typer.Option("auto", envvar=ENV("dtype"), help="auto (bfloat16 for a bfloat16 checkpoint where the device computes it fast: a GPU, or a CPU with AVX512-BF16/AMX), float32, bfloat16."),
+    dtype: str = typer.Option("auto", envvar=ENV("dtype"), help="auto (bfloat16 for a bfloat16 checkpoint where the device computes "
+                              "it fast: a GPU, or a CPU with AVX512-BF16/AMX), float32, bfloat16."),
     fail_on: FailOn = typer.Option(FailOn.inconclusive, envvar=ENV("fail-on"),
                                    help="Exit non-zero on: inconclusive (FAIL or INCONCLUSIVE) or fail (FAIL only)."),
     muse_strict: bool = typer.Option(False, help="Literal MUSE prompts: trailing-space KnowMem query, 128-token VerbMem."),
