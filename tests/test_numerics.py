@@ -134,3 +134,22 @@ def test_emulated_and_native_bfloat16_absorb_the_same_updates(tiny_setup):
     agree = (moved["native"] == moved["emulated"]).float().mean().item()
     assert agree > 0.995, (agree, share)
     assert abs(share["native"] - share["emulated"]) < 0.005, share
+
+
+@pytest.mark.parametrize("ampere", [True, False])
+def test_on_cuda_the_gpu_decides_not_the_cpu(monkeypatch, ampere):
+    """A V100 has no native bfloat16: its audits and bfloat16 unlearning compute in float32 (emulated
+    storage), whatever the CPU or the override says; float16 is fast on every GPU."""
+    asked = []
+
+    def is_bf16_supported(including_emulation=True):
+        asked.append(including_emulation)
+        return ampere or including_emulation  # an emulated bfloat16 must not count as fast
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setenv(FAST_DTYPES_ENV, "" if ampere else "bfloat16")  # the CPU's answer is the other one
+    assert computes_fast("bfloat16", "cuda") is ampere and computes_fast("bfloat16", "cuda:1") is ampere
+    assert asked and not any(asked)
+    assert computes_fast("float16", "cuda") and bf16_compute("cuda:0") == ("bfloat16" if ampere else "float32")
+    stored_bf16 = SimpleNamespace(source=SimpleNamespace(stored_dtype=lambda: "bfloat16"))
+    assert compute_dtype(AuditConfig(dtype="auto", device="cuda"), stored_bf16) == ("bfloat16" if ampere else "float32")
