@@ -1,7 +1,7 @@
 """Shared fixtures: a tiny benchmark and two tiny trained models, shipped in ``tests/fixtures/tiny``.
 
 ``memoriser`` was fine-tuned on forget + retain until it recites the forget set; ``clean`` saw only
-the retain set. They are trained once by ``tests/fixtures/build.py`` and shipped, so that every CPU
+the retain set. They are trained once by ``tests/fixtures/build_tiny.py`` and shipped, so that every CPU
 audits the same weights (trained here, their numbers changed between AVX2 and AVX512 machines).
 """
 
@@ -18,7 +18,7 @@ import torch
 from unlearn_audit.benchmark import bios
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-import build as fixtures  # noqa: E402  (tests/fixtures/build.py: the recipe and the data's fingerprint)
+import build_tiny as fixtures  # noqa: E402  (tests/fixtures/build_tiny.py: the recipe and the data's fingerprint)
 
 N_PER_SET = fixtures.N_PER_SET
 
@@ -31,7 +31,7 @@ def bench(tmp_path_factory) -> dict[str, Path]:
     trained_on = json.loads((fixtures.OUT / "trained_on.json").read_text())["sets"]
     assert fixtures.fingerprint(split) == trained_on, (
         "the benchmark generator no longer writes the texts the shipped tiny models were trained on; "
-        "rebuild them with: python tests/fixtures/build.py")
+        "rebuild them with: python tests/fixtures/build_tiny.py")
     files = bios.write_split(split, root)
     for name in ("memoriser", "clean"):
         files[name] = Path(shutil.copytree(fixtures.OUT / name, root / name))
