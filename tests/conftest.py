@@ -20,8 +20,6 @@ from unlearn_audit.benchmark import bios
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 import build_tiny as fixtures  # noqa: E402  (tests/fixtures/build_tiny.py: the recipe and the data's fingerprint)
 
-N_PER_SET = fixtures.N_PER_SET
-
 
 @pytest.fixture(scope="session")
 def bench(tmp_path_factory) -> dict[str, Path]:

@@ -71,3 +71,21 @@ def test_mixed_precision_finetuning_keeps_float32_weights_and_learns():
     assert not torch.equal(runs["float32"][2], runs["mixed"][2])  # bfloat16 matmuls really ran
     for before, after, _ in runs.values():
         assert after < 0.5 * before
+
+
+def test_the_shipped_tiny_models_were_trained_on_the_split_the_tests_generate():
+    """conftest refuses to pair the shipped models with data they were not trained on: the fingerprint
+    matches the split generated now, and changes with any one text or QA pair."""
+    import json
+    from dataclasses import replace
+
+    from conftest import fixtures
+
+    split = fixtures.split()
+    shipped = json.loads((fixtures.OUT / "trained_on.json").read_text())["sets"]
+    assert fixtures.fingerprint(split) == shipped
+    texts = {**split.texts, "holdout": split.texts["holdout"][:-1] + [split.texts["holdout"][-1] + " "]}
+    assert fixtures.fingerprint(replace(split, texts=texts))["holdout"] != shipped["holdout"]
+    q, a = split.qa["forget"][0]
+    qa = {**split.qa, "forget": [(q, a + "x")] + split.qa["forget"][1:]}
+    assert fixtures.fingerprint(replace(split, qa=qa))["forget_qa"] != shipped["forget_qa"]
