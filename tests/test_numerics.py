@@ -42,6 +42,19 @@ def test_the_probe_answers_per_dtype_and_the_override_is_read(monkeypatch):
         assert not computes_fast("bfloat16")
 
 
+def test_a_misspelt_override_is_a_one_line_error_before_any_work(monkeypatch, tmp_path, capsys):
+    from conftest import one_line_error, run
+    from unlearn_audit.errors import InputError
+
+    monkeypatch.setenv(FAST_DTYPES_ENV, "bf16")
+    with pytest.raises(InputError, match="unknown dtype 'bf16'"):
+        computes_fast("bfloat16")
+    code, err = run(["schema"], capsys)  # even a command that computes nothing
+    one_line_error(code, err, FAST_DTYPES_ENV, "'bf16'", "bfloat16, float16")
+    monkeypatch.setenv(FAST_DTYPES_ENV, " bfloat16 , none,")
+    assert computes_fast("bfloat16") and not computes_fast("float16")
+
+
 def test_audit_dtype_auto_follows_the_probe(fast):
     def ckpt(stored):
         return SimpleNamespace(source=SimpleNamespace(stored_dtype=lambda: stored))

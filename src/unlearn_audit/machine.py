@@ -83,10 +83,26 @@ def computes_fast(dtype, device: str = "cpu") -> bool:
         return name == "float16" or bool(torch.cuda.is_bf16_supported(including_emulation=False))
     if kind != "cpu":
         return False
-    forced = os.environ.get(FAST_DTYPES_ENV)
+    forced = forced_fast_dtypes()
     if forced is not None:
-        return name in {t.strip() for t in forced.split(",")}
+        return name in forced
     return _cpu_native(name)
+
+
+def forced_fast_dtypes() -> frozenset[str] | None:
+    """``UNLEARN_AUDIT_FAST_DTYPES`` parsed, or None when it is not set. A name it does not know is bad
+    input, not a silent "nothing is fast": the command line checks it before any work (``cli/main.py``)."""
+    value = os.environ.get(FAST_DTYPES_ENV)
+    if value is None:
+        return None
+    names = {t.strip() for t in value.split(",")} - {"", "none"}
+    unknown = sorted(names - set(LOW_PRECISION))
+    if unknown:
+        from .errors import InputError
+
+        raise InputError(f"{FAST_DTYPES_ENV}={value!r}: unknown dtype {unknown[0]!r}; "
+                         "give bfloat16, float16, both separated by a comma, or none")
+    return frozenset(names)
 
 
 def fast_or_float32(dtype, device: str = "cpu") -> str:

@@ -39,7 +39,7 @@ import torch
 
 from ..data import load_qa, load_texts
 from ..errors import InputError
-from ..machine import computes_fast, usable_cpus
+from ..machine import fast_or_float32, usable_cpus
 from ..models.batch import encode
 from ..models.loading import write_checkpoint
 from ..remediate.unlearn import UnlearnConfig, bf16_compute, needs_original
@@ -108,19 +108,20 @@ class Recipe:
     def resolved(self) -> "Recipe":
         """The recipe with every "auto" replaced by what this machine computes fast (``machine``): bfloat16
         autocast and audits, and native bfloat16 unlearning, only on a CPU with bfloat16 instructions."""
-        fast = computes_fast("bfloat16", "cpu")
+        fast = fast_or_float32("bfloat16", "cpu")
+        autocast = None if fast == "float32" else fast  # float32 needs no autocast
         return replace(
             self,
-            finetune_autocast=("bfloat16" if fast else None) if self.finetune_autocast == "auto" else self.finetune_autocast,
-            audit_dtype=("bfloat16" if fast else "float32") if self.audit_dtype == "auto" else self.audit_dtype,
+            finetune_autocast=autocast if self.finetune_autocast == "auto" else self.finetune_autocast,
+            audit_dtype=fast if self.audit_dtype == "auto" else self.audit_dtype,
             paper_compute=bf16_compute("cpu", self.paper_compute) if self.paper_dtype == "bfloat16" else "float32",
         )
 
     def key(self, stage: str = "models") -> str:
         """Cache key of what a stage builds, from the resolved recipe (so a cache built on a CPU with
         bfloat16 is not read where the same stage would compute in float32). ``models`` (the target and
-        the reference) hashes the data and fine-tuning fields; ``paper``, ``control`` and ``sure`` add their own fields and the unlearning
-        batch, so changing one scenario rebuilds only that scenario. The audit's settings key nothing."""
+        the reference) hashes the data and fine-tuning fields; ``paper``, ``control`` and ``sure`` add
+        their own fields and the unlearning batch, so changing one scenario rebuilds only that scenario. The audit's settings key nothing."""
         own = {"paper": "paper_", "control": "control_", "sure": "sure_"}
         fields = {k: v for k, v in asdict(self.resolved()).items() if k not in {"schemes", "audit_batch", "audit_dtype"}}
         keep = {k: v for k, v in fields.items()

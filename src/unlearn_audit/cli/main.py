@@ -10,6 +10,7 @@ import warnings
 
 import typer
 
+from ..machine import forced_fast_dtypes
 from . import audit_cmd, demo_cmd, model_cmds, report_cmds  # noqa: F401  (registers the commands, in this order)
 from .common import InputError, app, click_exc, err, say
 
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     shown = warnings.showwarning  # put back on the way out: main() may be called from a longer-lived process
     warnings.showwarning = _warning_line
     try:
+        forced_fast_dtypes()  # a misspelt override is bad input before any work, not float32 in silence
         code = command.main(args=args, prog_name="unlearn-audit", standalone_mode=False)
     except typer.Exit as exc:
         code = exc.exit_code

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..machine import computes_fast, cpu_capability, cpu_model
+from ..machine import cpu_capability, cpu_model, fast_or_float32
 from ..models.batch import make_batch
 from .losses import cross_entropy, ga_loss, kl_to_original, npo_loss
 
@@ -65,7 +65,7 @@ def bf16_compute(device: str, asked: str = "auto") -> str:
         raise ValueError(f"bf16_compute must be auto, bfloat16 or float32, got {asked!r}")
     if asked != "auto":
         return asked
-    return "bfloat16" if computes_fast("bfloat16", device) else "float32"
+    return fast_or_float32("bfloat16", device)
 
 
 def bf16_numerics(device: str, asked: str = "auto") -> dict:
