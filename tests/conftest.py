@@ -8,6 +8,7 @@ audits the same weights (trained here, their numbers changed between AVX2 and AV
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -15,7 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from unlearn_audit.benchmark import bios
+# No test may reach a model hub: huggingface_hub reads this once, when it is first imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from unlearn_audit.benchmark import bios  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 import build_tiny as fixtures  # noqa: E402  (tests/fixtures/build_tiny.py: the recipe and the data's fingerprint)

@@ -149,6 +149,46 @@ def test_a_stray_safetensors_file_beside_an_index_is_refused(base, other, tmp_pa
     _refused(ckpt, "model.safetensors", "not named by", INDEX)
 
 
+def _mistral_layout(base, other, ckpt):
+    """Mistral-7B-v0.3 as released: the index and its shards for transformers, and beside them
+    consolidated.safetensors (with params.json) in mistral's own tensor names, which no HF loader reads."""
+    tensors = _shard(ckpt)
+    _save({k.replace("model.layers.", "layers."): v for k, v in _weights(other).items()}, ckpt / "consolidated.safetensors")
+    (ckpt / "params.json").write_text(json.dumps({"dim": 32, "n_layers": 2}))
+    return tensors
+
+
+def test_a_mistral_layout_loads_from_its_index_and_lists_the_consolidated_file_as_ignored(base, other, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    ckpt = _copy(base, tmp_path / "ckpt")
+    _mistral_layout(base, other, ckpt)
+    loaded = load_checkpoint(ckpt)
+    assert loaded.ignored_files == ("consolidated.safetensors",)
+    assert "consolidated.safetensors" not in loaded.file_hashes and INDEX in loaded.file_hashes
+    _same_model(loaded.model, AutoModelForCausalLM.from_pretrained(ckpt, local_files_only=True, dtype=torch.float32))
+
+
+def test_a_mistral_layout_is_audited_and_the_report_names_what_was_ignored(base, other, sets, tmp_path, capsys):
+    ckpt = _copy(base, tmp_path / "ckpt")
+    _mistral_layout(base, other, ckpt)
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in ["audit", ckpt, "--forget", sets[0], "--holdout", sets[1], "--schemes", "fp32", "--out", tmp_path / "r",
+                               "--format", "json"]])
+    assert exc.value.code in (0, 1), capsys.readouterr().err
+    model = json.loads((tmp_path / "r" / "report.json").read_text())["inputs"]["model"]
+    assert model["ignored_files"] == ["consolidated.safetensors"]
+    assert sorted(model["files"]) == sorted([INDEX, "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"])
+
+
+def test_a_second_safetensors_index_is_refused(base, tmp_path):
+    """Two indices: which shards are the model depends on which index a tool reads."""
+    ckpt = _copy(base, tmp_path / "ckpt")
+    _shard(ckpt)
+    shutil.copy(ckpt / INDEX, ckpt / "model.fp16.safetensors.index.json")
+    _refused(ckpt, "model.fp16.safetensors.index.json", "not named by", "ambiguous")
+
+
 def test_several_safetensors_files_without_an_index_are_refused(base, other, tmp_path):
     ckpt = _copy(base, tmp_path / "ckpt")
     shutil.copy(other / "model.safetensors", ckpt / "extra.safetensors")

@@ -65,6 +65,16 @@ def test_audit_dtype_auto_follows_the_probe(fast):
     assert compute_dtype(AuditConfig(dtype="bfloat16"), ckpt("float32")) == "bfloat16"  # asked for: kept
 
 
+@pytest.mark.parametrize("fp16_fast", [True, False])
+def test_a_float16_checkpoint_computes_in_float16_only_where_the_cpu_has_it(monkeypatch, fp16_fast):
+    """Llama-2-7b-hf and many fine-tunes are stored in float16. A CPU without AVX512-FP16/AMX-FP16
+    computes it far slower than float32 (README), and float32 holds every float16 value exactly."""
+    monkeypatch.setenv(FAST_DTYPES_ENV, "float16" if fp16_fast else "bfloat16")
+    fp16 = SimpleNamespace(source=SimpleNamespace(stored_dtype=lambda: "float16"))
+    assert compute_dtype(AuditConfig(dtype="auto"), fp16) == ("float16" if fp16_fast else "float32")
+    assert compute_dtype(AuditConfig(dtype="float16"), SimpleNamespace()) == "float16"  # asked for: kept
+
+
 def test_the_demo_recipe_resolves_by_the_probe_and_keys_its_cache_on_it(fast, monkeypatch):
     r = Recipe().resolved()
     assert r.finetune_autocast == ("bfloat16" if fast else None)
@@ -159,10 +169,26 @@ def test_on_cuda_the_gpu_decides_not_the_cpu(monkeypatch, ampere):
         asked.append(including_emulation)
         return ampere or including_emulation  # an emulated bfloat16 must not count as fast
 
+    selected = []
+
+    class device:  # torch.cuda.device(i): GPU i is current inside the block
+        def __init__(self, index):
+            selected.append(index)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "device", device)
     monkeypatch.setenv(FAST_DTYPES_ENV, "" if ampere else "bfloat16")  # the CPU's answer is the other one
-    assert computes_fast("bfloat16", "cuda") is ampere and computes_fast("bfloat16", "cuda:1") is ampere
+    assert computes_fast("bfloat16", "cuda") is ampere and selected == []
+    assert computes_fast("bfloat16", "cuda:1") is ampere and selected == [1]  # cuda:N asks GPU N, not the current one
     assert asked and not any(asked)
     assert computes_fast("float16", "cuda") and bf16_compute("cuda:0") == ("bfloat16" if ampere else "float32")
     stored_bf16 = SimpleNamespace(source=SimpleNamespace(stored_dtype=lambda: "bfloat16"))
     assert compute_dtype(AuditConfig(dtype="auto", device="cuda"), stored_bf16) == ("bfloat16" if ampere else "float32")
+    stored_fp16 = SimpleNamespace(source=SimpleNamespace(stored_dtype=lambda: "float16"))
+    assert compute_dtype(AuditConfig(dtype="auto", device="cuda:1"), stored_fp16) == "float16"  # every GPU computes it

@@ -181,6 +181,11 @@ def test_unlearn_bad_options_are_one_line_errors(setup, tmp_path, capsys):
         (["--preset", "paper-movies", "--out", tmp_path / "f"], "--preset must be one of paper-news, paper-books"),
         (["--train-dtype", "float16", "--out", tmp_path / "g"], "--train-dtype must be float32 or bfloat16"),
         (["--confine-to", "rtn-int9", "--out", tmp_path / "h"], "unknown scheme 'rtn-int9'"),
+        (["--grad-accum", "9", "--batch-size", "8", "--out", tmp_path / "i"], "--grad-accum must be between 1 and --batch-size (8)"),
+        (["--dtype", "float8", "--out", tmp_path / "j"], "--dtype must be"),
+        (["--train-dtype", "bfloat16", "--dtype", "float16", "--out", tmp_path / "k"], "not float16"),
+        (["--device", "cuda:1", "--out", tmp_path / "l"], "cuda:1"),
+        (["--device", "tpu", "--out", tmp_path / "m"], "--device must be cpu, cuda, cuda:N or auto"),
     ):
         with pytest.raises(SystemExit) as exc:
             main([str(a) for a in base + extra])
@@ -270,3 +275,58 @@ def test_the_methods_that_read_the_frozen_original():
     from unlearn_audit.remediate.unlearn import METHODS, needs_original
 
     assert {m for m in METHODS if needs_original(m)} == {"ga_klr", "npo", "npo_gdr", "npo_klr"}
+
+
+@pytest.mark.parametrize("method", ["ga_gdr", "npo_klr", "ga"])
+def test_gradient_accumulation_gives_the_whole_batchs_step(setup, method):
+    """Micro-batches weighted by their share of tokens (GA, GDR, KLR) or sequences (NPO) sum to the whole
+    batch's loss and gradient: the weights after three steps agree to float rounding, and the logged
+    losses too. Sequences of different lengths make a plain mean of the parts' losses differ."""
+    model, tok, seqs = setup
+    forget = [seqs[0], seqs[1][:5], seqs[2], seqs[3][:7]]
+    retain = [seqs[3], seqs[2][:4], seqs[1]]
+    runs = {}
+    for parts in (1, 2, 3):
+        m, o = copy.deepcopy(model), copy.deepcopy(model)
+        cfg = UnlearnConfig(method, lr=1e-3, steps=3, batch_size=4, seed=1, grad_accum=parts)
+        runs[parts] = (unlearn(m, forget, retain, tok.pad_token_id, cfg, original=o), m.state_dict())
+    for parts in (2, 3):
+        assert runs[parts][0] == pytest.approx(runs[1][0], rel=1e-5, abs=1e-6)
+        for k, w in runs[1][1].items():
+            torch.testing.assert_close(runs[parts][1][k], w, rtol=1e-4, atol=2e-5)  # Adam: 1e-3 a step
+    assert any(not torch.equal(runs[1][1][k], v) for k, v in model.state_dict().items())  # it did train
+
+
+def test_micro_batches_weight_by_tokens_or_sequences():
+    from unlearn_audit.remediate.unlearn import micro_batches
+
+    forget, retain = [[1] * 5, [1] * 3, [1] * 9], [[2] * 4, [2] * 2]
+    parts = micro_batches("ga_gdr", forget, retain, 2)
+    assert [(f, wf, r, wr) for f, wf, r, wr in parts] == [([[1] * 5, [1] * 3], 6 / 14, [[2] * 4], 3 / 4), ([[1] * 9], 8 / 14, [[2] * 2], 1 / 4)]
+    npo = micro_batches("npo", forget, retain, 3)
+    assert [wf for _, wf, _, _ in npo] == [1 / 3] * 3 and all(r is None for _, _, r, _ in npo)  # no regularizer
+    assert micro_batches("ga_klr", forget, retain, 1) == [(forget, 1.0, retain, 1.0)]
+
+
+def test_unlearn_in_mixed_precision_records_its_arithmetic(setup, tmp_path, capsys):
+    """--dtype bfloat16: bfloat16 autocast on float32 master weights; the checkpoint stays float32 and
+    unlearning.json says how it was computed, and where."""
+    import json
+
+    from unlearn_audit.cli import main
+    from unlearn_audit.data import write_jsonl
+
+    model, tok, _ = setup
+    src = write_checkpoint(model, tok, tmp_path / "orig")
+    write_jsonl(tmp_path / "f.jsonl", [{"text": t} for t in TEXTS[:2]])
+    write_jsonl(tmp_path / "r.jsonl", [{"text": t} for t in TEXTS[2:]])
+    out = tmp_path / "mixed"
+    args = ["unlearn", src, "--forget", tmp_path / "f.jsonl", "--retain", tmp_path / "r.jsonl", "--steps", "2", "--batch-size", "2",
+            "--device", "cpu", "--dtype", "bfloat16", "--grad-accum", "2", "--lr", "1e-3", "--out", out]
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    assert exc.value.code == 0, capsys.readouterr().err
+    record = json.loads((out / "unlearning.json").read_text())
+    assert record["numerics"]["compute_dtype"] == "bfloat16" and record["numerics"]["device"] == "cpu"
+    assert record["numerics"]["stored_dtype"] == "float32" and record["hyperparameters"]["grad_accum"] == 2
+    assert load_checkpoint(out).model.lm_head.weight.dtype == torch.float32

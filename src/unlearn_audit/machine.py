@@ -78,9 +78,15 @@ def computes_fast(dtype, device: str = "cpu") -> bool:
     name = _name(dtype)
     if name not in LOW_PRECISION:
         return True
-    kind = torch.device(device).type
-    if kind == "cuda":
-        return name == "float16" or bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    where = torch.device(device)
+    if where.type == "cuda":
+        if name == "float16":
+            return True
+        if where.index is None:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        with torch.cuda.device(where.index):  # cuda:N asks GPU N, which may be another generation than GPU 0
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    kind = where.type
     if kind != "cpu":
         return False
     forced = forced_fast_dtypes()

@@ -8,12 +8,15 @@ from typing import Optional
 import typer
 
 from ..quantize.registry import DEFAULT_SCHEMES
-from .common import ENV, FailOn, InputError, OutputFormat, Steps, app, audit_config, check_not_input, check_out, emit
+from .common import ENV, FailOn, InputError, OutputFormat, Steps, app, audit_config, check_not_input, check_out, emit, model_ref
 
 
 @app.command()
 def audit(
-    model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="Claimed-unlearned model: a local Hugging Face directory."),
+    model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="Claimed-unlearned model: a local Hugging Face directory, or a Hub id "
+                                     "(org/name; see --revision)."),
+    revision: Optional[str] = typer.Option(None, help="MODEL_DIR's revision on the Hub: a branch, tag or commit (default: main). "
+                                           "--original, --reference and --adapter take org/name@REV."),
     forget: Optional[Path] = typer.Option(None, help="Forget set, JSONL of {\"text\": ...} (required unless --muse)."),
     holdout: Optional[Path] = typer.Option(None, help="Holdout set (never trained on), JSONL of {\"text\": ...} (required unless --muse)."),
     retain: Optional[Path] = typer.Option(None, help="Retain set, JSONL of {\"text\": ...} (recorded)."),
@@ -39,9 +42,10 @@ def audit(
     fresh: bool = typer.Option(False, help="Ignore the resume cache under --out and the shared cache, and recompute everything."),
     cache_dir: Optional[Path] = typer.Option(None, envvar=ENV("cache-dir"),
                                              help="Cache of the original's and reference's results, shared across audits (default: user cache dir)."),
-    device: str = typer.Option("auto", envvar=ENV("device"), help="cpu, cuda or auto (cuda when available)."),
-    dtype: str = typer.Option("auto", envvar=ENV("dtype"), help="auto (bfloat16 for a bfloat16 checkpoint where the device computes "
-                              "it fast: a GPU, or a CPU with AVX512-BF16/AMX), float32, bfloat16."),
+    device: str = typer.Option("auto", envvar=ENV("device"), help="cpu, cuda, cuda:N or auto (cuda when available)."),
+    dtype: str = typer.Option("auto", envvar=ENV("dtype"), help="auto (the checkpoint's bfloat16 or float16 where the device "
+                              "computes it fast: bfloat16 on an Ampere+ GPU or a CPU with AVX512-BF16/AMX, float16 on a GPU or "
+                              "an AMX-FP16 CPU; else float32), float32, bfloat16, float16."),
     fail_on: FailOn = typer.Option(FailOn.inconclusive, envvar=ENV("fail-on"),
                                    help="Exit non-zero on: inconclusive (FAIL or INCONCLUSIVE) or fail (FAIL only)."),
     muse_strict: bool = typer.Option(False, help="Literal MUSE prompts: trailing-space KnowMem query, 128-token VerbMem."),
@@ -65,6 +69,10 @@ def audit(
     from ..pipeline.types import AuditData
 
     check_out(out)
+    model_dir = model_ref(model_dir, "MODEL_DIR", "audited", revision, allow_pickle)
+    original, reference = (model_ref(original, "--original", "original", allow_pickle=allow_pickle),
+                           model_ref(reference, "--reference", "reference", allow_pickle=allow_pickle))
+    adapter = model_ref(adapter, "--adapter", "adapter", allow_pickle=allow_pickle, adapter=True)
     check_not_input(out, "--out", {"MODEL_DIR": model_dir, "--original": original, "--reference": reference, "--adapter": adapter,
                                    "--muse": muse, "--forget": forget, "--holdout": holdout, "--retain": retain,
                                    "--forget-qa": forget_qa, "--retain-qa": retain_qa, "--holdout-qa": holdout_qa, "--icl": icl,
@@ -83,7 +91,7 @@ def audit(
     if adapter is not None:  # a broken adapter or a missing peft is reported before any model is loaded
         from ..models.adapter import check_adapter_dir, require_peft
 
-        check_adapter_dir(adapter, allow_pickle)
+        check_adapter_dir(adapter.path, allow_pickle)
         require_peft()
     relearn_set = load_texts(relearn_data) if relearn_data else None
     data = replace(read_muse_dir(muse, load_texts(calibration) if calibration else None), relearn=relearn_set) if muse is not None else AuditData(
@@ -99,9 +107,9 @@ def audit(
     )
     with Steps() as steps:
         report = run_audit(
-            str(model_dir), data, cfg,
-            original_dir=str(original) if original else None,
-            reference_dir=str(reference) if reference else None,
+            model_dir, data, cfg,
+            original_dir=original,
+            reference_dir=reference,
             adapter_dir=str(adapter) if adapter else None,
             on_step=steps,
             cache=VariantCache(out / ".cache" if out is not None else None, fresh),

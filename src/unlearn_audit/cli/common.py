@@ -145,18 +145,23 @@ def write_outputs(out: Path, report: dict) -> None:
 
 
 def resolve_device(device: str, remote: bool = False) -> str:
-    """--device auto means cuda where there is one. With a remote executor, --device cuda names the
-    workers' GPUs, which this machine need not have. Also caps CPU threads at the CPUs we may use."""
+    """--device auto means cuda where there is one; cuda:N is GPU N. With a remote executor, --device cuda
+    names the workers' GPUs, which this machine need not have. Also caps CPU threads at the CPUs we may use."""
     import torch
 
     from ..machine import usable_cpus
+    from ..pipeline.types import is_device
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device not in ("cpu", "cuda"):
-        raise InputError(f"--device must be cpu, cuda or auto, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available() and not remote:
-        raise InputError("--device cuda: no CUDA device is available here")
+    elif not is_device(device):
+        raise InputError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    if device.startswith("cuda") and not remote:
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA device is available here")
+        index = int(device[5:]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0")
     if torch.get_num_threads() > usable_cpus():  # never more threads than the CPUs we may run on
         torch.set_num_threads(usable_cpus())
     return device
@@ -179,6 +184,21 @@ def load_policy(path: Optional[Path]):
     from ..policy import Policy
 
     return (Policy.from_toml(path), str(path)) if path is not None else (Policy(), None)
+
+
+REVISION_HELP = "Revision of a Hugging Face Hub id (branch, tag or commit); other model options take org/name@REV."
+
+
+def model_ref(value, flag: str, role: str, revision: Optional[str] = None, allow_pickle: bool = False, adapter: bool = False):
+    """A model argument as given, a local directory or a Hub id ``org/name`` (``@REV`` or ``--revision``),
+    resolved to files on this machine (models/hub.py); None stays None."""
+    from ..models.hub import resolve
+
+    if value is None:
+        if revision is not None:
+            raise InputError(f"--revision {revision}: no {flag} is given for it to apply to")
+        return None
+    return resolve(value, revision, role, flag, allow_pickle, adapter)
 
 
 def check_out(out: Optional[Path], file: bool = False, flag: str = "--out") -> None:

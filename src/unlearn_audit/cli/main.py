@@ -45,11 +45,9 @@ def _raise_signalled(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    # Process-wide settings belong to the program, not to importing the package. Set before anything
-    # imports transformers (huggingface_hub reads HF_HUB_OFFLINE once, at import), and only as defaults,
-    # so a user's own choice stands. Loading passes local_files_only=True as well, so library callers
-    # never download either.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Process-wide settings belong to the program, not to importing the package, and only as defaults, so
+    # a user's own choice stands. HF_HUB_OFFLINE is left as the user set it: only a Hub id that is not in
+    # the cache is downloaded (models/hub.py); every other load passes local_files_only=True.
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     signal.signal(signal.SIGTERM, _raise_signalled)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # keep SIGINT ignored if it was

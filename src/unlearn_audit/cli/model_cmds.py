@@ -8,12 +8,37 @@ from typing import Optional
 import typer
 
 from ..quantize.registry import DEFAULT_SCHEMES
-from .common import ENV, FailOn, InputError, OutputFormat, Steps, app, audit_config, check_out, check_percentile, emit, err, say
+from .common import (
+    ENV,
+    REVISION_HELP,
+    FailOn,
+    InputError,
+    OutputFormat,
+    Steps,
+    app,
+    audit_config,
+    check_out,
+    check_percentile,
+    emit,
+    err,
+    model_ref,
+    resolve_device,
+    say,
+)
+
+DEVICE_HELP = "cpu, cuda, cuda:N or auto (cuda when available)."
+TRAIN_COMPUTE_HELP = ("float32 (exact), bfloat16 or float16 (mixed precision on float32 master weights, as the Trainer's "
+                      "bf16/fp16; with --train-dtype bfloat16: bfloat16 arithmetic, or float32 on the bfloat16 values), or auto "
+                      "(the default: bfloat16 on a GPU that computes it natively, else float32; with --train-dtype bfloat16, "
+                      "bfloat16 arithmetic where the device has it).")
+GRAD_ACCUM_HELP = ("Split each step's forget and retain batches into this many micro-batches, backpropagated one at a time "
+                   "(the same gradient, a fraction of the activation memory).")
 
 
 @app.command()
 def quantize(
-    model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="A local Hugging Face causal-LM directory."),
+    model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="A local Hugging Face causal-LM directory, or a Hub id (org/name)."),
+    revision: Optional[str] = typer.Option(None, help=REVISION_HELP),
     scheme: str = typer.Option(..., help="Scheme name (see `schemes`)."),
     out: Path = typer.Option(..., help="Directory to write the quantized checkpoint to (must not exist)."),
     calibration: Optional[Path] = typer.Option(None, help="Calibration text for gptq/awq, JSONL (default: shipped text)."),
@@ -31,7 +56,7 @@ def quantize(
         raise InputError(f"{out}: already exists; choose a new directory")
     check_out(out)
     texts = load_texts(calibration) if calibration else None
-    ckpt = load_checkpoint(model_dir, allow_pickle=allow_pickle)
+    ckpt = load_checkpoint(model_ref(model_dir, "MODEL_DIR", "model", revision, allow_pickle), allow_pickle=allow_pickle)
     calib = calibration_tokens(ckpt.tokenizer, texts, "--calibration")[0] if s.calibrated else None
     try:
         model = s.build(ckpt, calib)
@@ -71,7 +96,8 @@ class _TrainingBar:
 
 @app.command("unlearn")
 def unlearn_command(
-    original_dir: Path = typer.Argument(..., metavar="ORIGINAL_DIR", help="The model to unlearn (local HF directory)."),
+    original_dir: Path = typer.Argument(..., metavar="ORIGINAL_DIR", help="The model to unlearn: a local HF directory, or a Hub id (org/name)."),
+    revision: Optional[str] = typer.Option(None, help=REVISION_HELP),
     forget: Path = typer.Option(..., help="Forget set, JSONL of {\"text\": ...}."),
     retain: Path = typer.Option(..., help="Retain set, JSONL of {\"text\": ...}."),
     method: str = typer.Option("ga_gdr", help="ga, ga_gdr, ga_klr, npo, npo_gdr or npo_klr."),
@@ -92,6 +118,9 @@ def unlearn_command(
     train_dtype: str = typer.Option("float32", help="float32, or bfloat16: model and optimizer state stored in bfloat16, "
                                     "as the paper's runs had them (computed in float32 and rounded after every step where the "
                                     "CPU has no bfloat16 instructions; unlearning.json says which)."),
+    device: str = typer.Option("auto", envvar=ENV("device"), help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", help=TRAIN_COMPUTE_HELP),
+    grad_accum: int = typer.Option(1, min=1, help=GRAD_ACCUM_HELP),
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
     confine_to: Optional[str] = typer.Option(None, help="Positive control: keep every weight in its cell of the start's "
                                              "grid under this rtn-* scheme, so Q(unlearned) = Q(start) (README)."),
@@ -112,14 +141,17 @@ def unlearn_command(
         raise InputError(f"{out}: already exists; choose a new directory")
     check_out(out)
     f, r = load_texts(forget), load_texts(retain)
-    cfg = unlearn_config(method, lr, sure, knobs["epochs"], steps, batch_size, knobs["alpha"], beta, seed, len(f.texts), train_dtype)
+    device = resolve_device(device)
+    cfg = unlearn_config(method, lr, sure, knobs["epochs"], steps, batch_size, knobs["alpha"], beta, seed, len(f.texts), train_dtype,
+                         dtype, device, grad_accum)
     grid = get_scheme(confine_to) if confine_to is not None else None
     if grid is not None and not isinstance(grid, RTNScheme):
         raise InputError(f"--confine-to supports the rtn-* schemes, whose cells are intervals; got {confine_to}")
     if grid is not None and train_dtype == "bfloat16":  # casting would move the pinned scale setters off the grid
         raise InputError("--confine-to keeps float32 weights on the start's grid; it cannot be combined with --train-dtype bfloat16")
-    start = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle)
-    reference = load_checkpoint(original_dir, "original", allow_pickle=allow_pickle) if needs_original(cfg.method) else None
+    original_dir = model_ref(original_dir, "ORIGINAL_DIR", "original", revision, allow_pickle)
+    start = load_checkpoint(original_dir, "original", device, allow_pickle)
+    reference = load_checkpoint(original_dir, "original", device, allow_pickle) if needs_original(cfg.method) else None
     with _TrainingBar(f"unlearning ({cfg.method}{' + SURE' if sure else ''})") as bar:
         record = run_unlearning(start, reference, f, r, cfg, SureConfig(knobs["saliency_percentile"], per_layer) if sure else None,
                                 out, max_length, on_step=bar, confine_to=grid)
@@ -130,8 +162,9 @@ def unlearn_command(
 
 @app.command()
 def remediate(
-    model_dir: Path = typer.Argument(..., metavar="UNLEARNED_OR_ORIGINAL_DIR", help="The model to remediate."),
-    original: Path = typer.Option(..., help="The model before unlearning (reference for NPO/KLR and the audit)."),
+    model_dir: Path = typer.Argument(..., metavar="UNLEARNED_OR_ORIGINAL_DIR", help="The model to remediate: a local directory or a Hub id."),
+    revision: Optional[str] = typer.Option(None, help=REVISION_HELP),
+    original: Path = typer.Option(..., help="The model before unlearning (reference for NPO/KLR and the audit); org/name@REV for a Hub id."),
     forget: Path = typer.Option(..., help="Forget set, JSONL."),
     retain: Path = typer.Option(..., help="Retain set, JSONL."),
     holdout: Path = typer.Option(..., help="Holdout set, JSONL (for --verify)."),
@@ -152,8 +185,11 @@ def remediate(
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", envvar=ENV("format"), help="stdout format for --verify."),
     policy: Optional[Path] = typer.Option(None, envvar=ENV("policy"), help="TOML file of verdict thresholds for --verify."),
     fail_on: FailOn = typer.Option(FailOn.inconclusive, envvar=ENV("fail-on"), help="What makes --verify exit non-zero."),
-    device: str = typer.Option("auto", envvar=ENV("device"), help="Where --verify runs the variants: cpu, cuda or auto."),
-    dtype: str = typer.Option("auto", envvar=ENV("dtype"), help="--verify's compute dtype: auto, float32 or bfloat16."),
+    device: str = typer.Option("auto", envvar=ENV("device"), help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", envvar=ENV("dtype"), help="Arithmetic of the training (float32, bfloat16 or float16 mixed "
+                              "precision; auto: bfloat16 on a GPU that computes it natively, float32 on a CPU) and of --verify's "
+                              "audit (as `audit --dtype`)."),
+    grad_accum: int = typer.Option(1, min=1, help=GRAD_ACCUM_HELP),
     backend: str = typer.Option("reference", envvar=ENV("backend"), help="--verify's quantizer backend: reference or library."),
     out: Path = typer.Option(..., help="Directory: OUT/model is the checkpoint, OUT/report.json the audit."),
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
@@ -174,9 +210,13 @@ def remediate(
     # The re-audit's settings are checked before any training, so a bad --policy costs nothing.
     audit_cfg = audit_config(schemes, backend, policy, device, dtype, seed=seed, allow_pickle=allow_pickle) if verify else None
     f, r, h = load_texts(forget), load_texts(retain), load_texts(holdout)
-    cfg = unlearn_config(method, lr, sure, epochs, steps, batch_size, alpha, beta, seed, len(f.texts))
-    start = load_checkpoint(model_dir, "start", allow_pickle=allow_pickle)
-    ref = load_checkpoint(original, "original", allow_pickle=allow_pickle)
+    where = resolve_device(device)
+    cfg = unlearn_config(method, lr, sure, epochs, steps, batch_size, alpha, beta, seed, len(f.texts), dtype=dtype, device=where,
+                         grad_accum=grad_accum)
+    model_dir = model_ref(model_dir, "UNLEARNED_OR_ORIGINAL_DIR", "start", revision, allow_pickle)
+    original = model_ref(original, "--original", "original", allow_pickle=allow_pickle)
+    start = load_checkpoint(model_dir, "start", where, allow_pickle)
+    ref = load_checkpoint(original, "original", where, allow_pickle)
     with _TrainingBar(f"remediating ({cfg.method}{' + SURE' if sure else ''})") as bar:
         run_unlearning(start, ref, f, r, cfg, SureConfig(saliency_percentile, per_layer) if sure else None,
                        out / "model", max_length, on_step=bar)
@@ -185,6 +225,6 @@ def remediate(
         return
     del start, ref
     with Steps() as steps_:
-        report = run_audit(str(out / "model"), AuditData(forget=f, holdout=h, retain=r), audit_cfg, original_dir=str(original),
+        report = run_audit(str(out / "model"), AuditData(forget=f, holdout=h, retain=r), audit_cfg, original_dir=original,
                            on_step=steps_, shared=VariantCache(shared_dir()))
     raise typer.Exit(emit(report, fmt, out, fail_on))

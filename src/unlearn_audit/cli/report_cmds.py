@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..report.render import ReportFormat
-from .common import ENV, FailOn, InputError, OutputFormat, app, check_not_input, check_out, exit_code, load_policy, say, stdout_console
+from .common import ENV, FailOn, InputError, OutputFormat, app, check_not_input, check_out, exit_code, load_policy, model_ref, say, stdout_console
 
 
 @app.command("report")
@@ -51,8 +51,9 @@ def schema_command() -> None:
 
 @app.command("diff")
 def diff_command(
-    original_dir: Path = typer.Argument(..., metavar="ORIGINAL_DIR", help="The model before unlearning."),
-    other_dir: Path = typer.Argument(..., metavar="UNLEARNED_DIR", help="The claimed-unlearned model."),
+    original_dir: Path = typer.Argument(..., metavar="ORIGINAL_DIR", help="The model before unlearning: a local directory, or a Hub "
+                                        "id (org/name, org/name@REV)."),
+    other_dir: Path = typer.Argument(..., metavar="UNLEARNED_DIR", help="The claimed-unlearned model, likewise."),
     schemes: str = typer.Option("rtn-int8,rtn-int4,nf4,gguf-q4_0", help="Schemes whose grids to compare."),
     out: Optional[Path] = typer.Option(None, help="Write the full per-module result to this JSON file."),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", envvar=ENV("format"), help="stdout format."),
@@ -66,6 +67,7 @@ def diff_command(
     if out is not None and out.is_dir():
         raise InputError(f"{out}: --out must be a file path for diff")
     check_out(out, file=True)
+    original_dir, other_dir = model_ref(original_dir, "ORIGINAL_DIR", "original"), model_ref(other_dir, "UNLEARNED_DIR", "unlearned")
     check_not_input(out, "--out", {"ORIGINAL_DIR": original_dir, "UNLEARNED_DIR": other_dir}, inside=True)
     result = diff(original_dir, other_dir, parse_schemes(schemes))
     if out is not None:

@@ -46,6 +46,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from ..data import sha256_file
 from ..errors import InputError, parse
+from .hub import ModelRef
 from .weights import WeightSource, _pickle_file, empty_model, fill
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -71,6 +72,8 @@ class Checkpoint:
     source: WeightSource | None = None
     generation_config: GenerationConfig | None = None
     n_params: int = 0
+    ignored_files: tuple[str, ...] = ()  # beside an index and read by no loader (WeightFiles.ignored); never loaded
+    hub: dict | None = None  # a hub id's repo, revision asked for and commit (models/hub.py); None for a local directory
 
     @property
     def config_summary(self) -> dict:
@@ -111,6 +114,7 @@ class WeightFiles:
     format: str  # "safetensors" or "pickle"
     shards: tuple[Path, ...]
     index: Path | None = None
+    ignored: tuple[str, ...] = ()  # weight-like files beside an index that neither transformers nor vLLM reads
 
     @property
     def read(self) -> tuple[Path, ...]:
@@ -142,9 +146,14 @@ def _custom_code(config_file: Path) -> InputError:
 def weight_files(path: Path, allow_pickle: bool = False, pickle_flag: bool = True) -> WeightFiles:
     """The files the weights are read from: the shards ``model.safetensors.index.json`` names, or the one
     ``*.safetensors`` file; with ``allow_pickle`` and no safetensors, ``pytorch_model.bin`` (or the shards
-    of its index). Safetensors are preferred whenever a directory has them, flag or not. A directory whose
-    weight files are ambiguous (several without an index, one the index does not name) is refused: some
-    other tool could read the file this audit did not."""
+    of its index). Safetensors are preferred whenever a directory has them, flag or not.
+
+    Beside an index, a file it does not name is read by no loader (transformers and vLLM both follow the
+    index), so it is ignored and listed: Mistral's ``consolidated.safetensors``, in its own format. What
+    some loader *would* read differently is refused, since some other tool could then read a file this
+    audit did not: ``model.safetensors`` the index does not name (transformers reads it before any
+    index), a second ``*.safetensors.index.json``, several ``*.safetensors`` without an index (vLLM reads
+    them all)."""
     found = sorted(path.glob("*.safetensors"))
     if (path / SAFETENSORS_INDEX).exists():
         return _indexed(path, "safetensors", SAFETENSORS_INDEX, found)
@@ -193,10 +202,12 @@ def _indexed(path: Path, fmt: str, name: str, present: list[Path]) -> WeightFile
         raise InputError(f"{index}: weight_map must map tensor names to shard file names")
     shards = tuple(_inside(path, shard, index) for shard in sorted(set(weight_map.values())))
     stray = [f for f in present if f.name not in {s.name for s in shards}]
-    if stray:
-        raise InputError(f"{path}: {_names(stray)} not named by {name}; refusing a directory whose weight files "
-                         "are ambiguous")
-    return WeightFiles(fmt, shards, index)
+    read_anyway = [f for f in stray if f.name == "model.safetensors"]  # transformers reads it before the index
+    others = sorted(f for f in path.glob("*.safetensors.index.json") if f.name != name) if fmt == "safetensors" else []
+    if read_anyway or others:
+        raise InputError(f"{path}: {_names(read_anyway + others)} not named by {name}; refusing a directory whose weight "
+                         "files are ambiguous")
+    return WeightFiles(fmt, shards, index, tuple(f.name for f in stray))
 
 
 def _inside(path: Path, name: str, named_by: Path) -> Path:
@@ -415,8 +426,9 @@ def open_directory_weights(path: str | Path, role: str) -> tuple[WeightSource, P
     return open_weights(p, _model_config(p), files)
 
 
-def open_checkpoint(path: str | Path, role: str = "model", allow_pickle: bool = False) -> Checkpoint:
-    """A local causal-LM directory, checked and hashed but not loaded: safetensors only unless
+def open_checkpoint(path: str | Path | ModelRef, role: str = "model", allow_pickle: bool = False) -> Checkpoint:
+    """A local causal-LM directory (or a hub id already resolved to one, ``hub.ModelRef``, whose repo and
+    commit the checkpoint then records), checked and hashed but not loaded: safetensors only unless
     ``allow_pickle``, no remote code, exactly the weight files ``weight_files`` chooses (all of which, and
     the index, are hashed), names and shapes checked against config.json. Its weights are read when a
     model is filled from ``source`` (models/weights.py)."""
@@ -440,7 +452,8 @@ def open_checkpoint(path: str | Path, role: str = "model", allow_pickle: bool = 
     hashes = {f.name: sha256_file(f) for f in files.read}
     return Checkpoint(path=str(p), role=role, model=None, tokenizer=tokenizer, file_hashes=hashes, weights_format=files.format,
                       side_files=side, config=config, source=source, generation_config=generation,
-                      n_params=sum(t.numel() for t in skeleton.parameters()))
+                      n_params=sum(t.numel() for t in skeleton.parameters()), ignored_files=files.ignored,
+                      hub=path.provenance() if isinstance(path, ModelRef) else None)
 
 
 def load_checkpoint(path: str | Path, role: str = "model", device: str = "cpu", allow_pickle: bool = False,

@@ -121,7 +121,7 @@ class RayExecutor:
             except Exception as exc:  # an unreachable or misnamed cluster is the user's input, not a bug
                 where, why = self.address or "a local instance", (str(exc).strip() or type(exc).__name__).splitlines()[0]
                 raise InputError(f"--executor ray: cannot start or join {where} ({why})") from None
-        gpus = 1 if ctx.cfg.device == "cuda" else 0
+        gpus = 1 if ctx.cfg.device.startswith("cuda") else 0
         task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_remote_job)
         work, cfg = ray.put(ctx.work), ray.put(ctx.cfg)
         refs = [task.remote(s, ctx.model_dir, ctx.original_dir, work, cfg, {s.name: ctx.originals[s.name]} if s.name in ctx.originals else {})

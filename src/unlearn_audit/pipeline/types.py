@@ -37,6 +37,14 @@ class AuditData:
     source: dict | None = None  # the directory layout the sets came from (--muse): every file, its sha256 and use
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def is_device(name: str) -> bool:
+    """``cpu``, ``cuda`` or ``cuda:N``: the devices the tool places models on."""
+    return name in ("cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())
+
+
 @dataclass(frozen=True)
 class AuditConfig:
     """Every setting of one audit. Values that cannot run are refused here, so the command line, the
@@ -68,10 +76,10 @@ class AuditConfig:
             raise InputError(f"--seed must be between 0 and {SEED_MAX}, got {self.seed}")
         if self.bootstrap < 1 or self.batch_size < 1:
             raise InputError("--batch-size and the bootstrap resamples must be at least 1")
-        if self.device not in ("cpu", "cuda"):
-            raise InputError(f"--device must be cpu or cuda, got {self.device!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise InputError(f"--dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
+        if not is_device(self.device):
+            raise InputError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if self.dtype not in ("auto", *COMPUTE_DTYPES):
+            raise InputError(f"--dtype must be auto, {', '.join(COMPUTE_DTYPES)}, got {self.dtype!r}")
         if self.reference_auc is not None and not 0 < self.reference_auc < 1:
             raise InputError("--reference-auc must lie strictly between 0 and 1")
         if self.backend not in ("reference", "library"):

@@ -99,14 +99,16 @@ def probe_scheme(scheme: Scheme, source: Checkpoint, tok, work: Workload, cfg: A
 
 
 def compute_dtype(cfg: AuditConfig, ckpt: Checkpoint) -> str:
-    """``--dtype auto``: the dtype the checkpoint is stored in when that is bfloat16 and the device
-    computes it fast (a GPU from Ampere on, or a CPU with AVX512-BF16/AMX, where it measured about twice
-    as fast as float32 and takes half the memory; ``machine.computes_fast``), else float32, the exact
-    path. A CPU without bfloat16 instructions computes it tens of times slower than float32."""
+    """``--dtype auto``: the dtype the checkpoint is stored in (bfloat16 or float16) where the device
+    computes it fast, else float32, the exact path. bfloat16 is fast on a GPU from Ampere on and on a
+    CPU with AVX512-BF16/AMX, where it measured about twice as fast as float32 and takes half the memory;
+    float16 on every GPU and on a CPU with AMX-FP16 (``machine.computes_fast``). A CPU without those
+    instructions computes either tens of times slower than float32, so a float16 checkpoint (Llama-2-7b-hf
+    and many fine-tunes) is computed there in float32, which holds every float16 value exactly."""
     if cfg.dtype != "auto":
         return cfg.dtype
-    fast = computes_fast("bfloat16", cfg.device)
-    return "bfloat16" if fast and ckpt.source.stored_dtype() == "bfloat16" else "float32"
+    stored = ckpt.source.stored_dtype()
+    return stored if stored in ("bfloat16", "float16") and computes_fast(stored, cfg.device) else "float32"
 
 
 def resident_model(ckpt: Checkpoint, cfg: AuditConfig):

@@ -67,18 +67,25 @@ def run_unlearning(
                                              "schedule": "constant"},
         # bfloat16 storage: computed natively, or in float32 and rounded after every step (remediate/unlearn.py)
         "numerics": bf16_numerics(str(next(model.parameters()).device), cfg.bf16_compute) if cfg.train_dtype == "bfloat16" else
-        {"stored_dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "compute_dtype": "float32"},
+        {"stored_dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "compute_dtype": cfg.autocast or "float32",
+         **({"compute_path": f"{cfg.autocast} autocast on float32 master weights and AdamW state"} if cfg.autocast else {}),
+         "device": str(next(model.parameters()).device)},
         "sure": None if smap is None else {**smap.to_dict(), "per_layer": sure.per_layer, "trainable": trainable},
         # A constructed model: Q(unlearned) = Q(start) exactly under this scheme, whatever full precision does.
         "confined_to": None if confine_to is None else {"scheme": confine_to.name, **confine_to.params(),
                                                         "construction": "projected onto the start's grid cells after every step "
                                                                         "(Egashira et al., NeurIPS 2024)"},
         "seed": cfg.seed,
-        "start_model": {"path": start.path, "files": start.file_hashes},
-        "original_model": None if original is None else {"path": original.path, "files": original.file_hashes},
+        "start_model": _model_record(start),
+        "original_model": None if original is None else _model_record(original),
         "data": {"forget": {"path": forget.path, "sha256": forget.sha256},
                  "retain": {"path": retain.path, "sha256": retain.sha256}},
         "losses": history,
     }
     write_checkpoint(model, tok, out, {"unlearning.json": json.dumps(record, indent=2) + "\n"})
     return record
+
+
+def _model_record(ckpt) -> dict:
+    """A model in unlearning.json: its path and file hashes, and for a Hub id its repo, revision and commit."""
+    return {"path": ckpt.path, "files": ckpt.file_hashes, **({"hub": ckpt.hub} if getattr(ckpt, "hub", None) else {})}

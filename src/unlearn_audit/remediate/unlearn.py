@@ -7,12 +7,13 @@ With SURE, only the modules left trainable by ``saliency.freeze_all_but`` are pa
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import torch
 
-from ..machine import cpu_capability, cpu_model, fast_or_float32
+from ..machine import computes_fast, cpu_capability, cpu_model, fast_or_float32
 from ..models.batch import make_batch
 from .losses import cross_entropy, ga_loss, kl_to_original, npo_loss
 
@@ -43,6 +44,14 @@ class UnlearnConfig:
     # With train_dtype bfloat16: "auto" (bfloat16 arithmetic where the device computes it fast, else
     # float32 with bfloat16 storage emulated), or either path forced, to compare them (bench/paper_numerics).
     bf16_compute: str = "auto"
+    # With train_dtype float32: the matmuls' dtype under autocast (None: float32 throughout; "bfloat16" or
+    # "float16": mixed precision on float32 master weights, as the HF Trainer's bf16=True / fp16=True, the
+    # latter with loss scaling). ``training_autocast`` resolves --dtype into it.
+    autocast: str | None = None
+    # Micro-batches per optimizer step: the step's forget and retain batches are split in this many parts,
+    # each backpropagated on its own and weighted by its share of the batch's tokens (or sequences, for
+    # NPO), so the summed gradient is the whole batch's while only one part's activations are held.
+    grad_accum: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +75,15 @@ def bf16_compute(device: str, asked: str = "auto") -> str:
     if asked != "auto":
         return asked
     return fast_or_float32("bfloat16", device)
+
+
+def training_autocast(dtype: str, device: str) -> str | None:
+    """``--dtype`` of ``unlearn``/``remediate`` for float32-stored training: the autocast dtype, or None for
+    float32 throughout. ``auto`` is bfloat16 mixed precision on a GPU that computes it natively and float32
+    on a CPU, so a CPU's training (and the tests') does not depend on its instruction set."""
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") and computes_fast("bfloat16", device) else None
+    return None if dtype == "float32" else dtype
 
 
 def bf16_numerics(device: str, asked: str = "auto") -> dict:
@@ -121,22 +139,73 @@ def unlearn(
                 m.to(torch.bfloat16).to(torch.float32 if emulate else torch.bfloat16)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    kind = torch.device(_device(model)).type
+    mixed = cfg.autocast if cfg.train_dtype == "float32" else None
+    scope = (lambda: torch.autocast(kind, dtype=getattr(torch, mixed))) if mixed else nullcontext
+    scaler = torch.amp.GradScaler(kind) if mixed == "float16" else None  # float16 gradients underflow unscaled
     model.train()
     if confine is not None:
         confine.project()
     history = []
     for step in range(cfg.steps):
-        f = make_batch(rng.sample(list(forget), min(cfg.batch_size, len(forget))), pad_id)
-        r = make_batch(rng.sample(list(retain), min(cfg.batch_size, len(retain))), pad_id)
-        value = loss(model, original, cfg.method, f, r, cfg.alpha, cfg.beta)
+        f = rng.sample(list(forget), min(cfg.batch_size, len(forget)))
+        r = rng.sample(list(retain), min(cfg.batch_size, len(retain)))
         opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
+        value = 0.0
+        for part in micro_batches(cfg.method, f, r, cfg.grad_accum):
+            with scope():
+                term = part_loss(model, original, cfg, part, pad_id)
+            (scaler.scale(term) if scaler else term).backward()
+            value += term.item()
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         if emulate:
             store_as_bfloat16(params, opt)
         if confine is not None:
             confine.project()
-        history.append(value.item())
+        history.append(value)
         on_step(step + 1, cfg.steps, history[-1])
     model.eval()
     return history
+
+
+def micro_batches(method: str, forget: list, retain: list, parts: int) -> list[tuple]:
+    """The step's batches in ``parts`` slices: ``(forget_part, forget_weight, retain_part, retain_weight)``.
+    A term that is a mean over tokens (cross-entropy, KL) weights a slice by its share of the batch's
+    predicted tokens, NPO's mean over sequences by its share of sequences, so the weighted sum of the
+    slices' losses is the whole batch's loss. One part is the whole batch with weights 1."""
+    if parts <= 1:
+        return [(forget, 1.0, retain, 1.0)]
+    forget_kind, regularizer = METHODS[method]
+
+    def cut(seqs: list, by_tokens: bool) -> list[tuple[list, float]]:
+        size = -(-len(seqs) // parts)
+        chunks = [seqs[i : i + size] for i in range(0, len(seqs), size)]
+        count = (lambda c: sum(len(s) - 1 for s in c)) if by_tokens else len
+        total = max(1, count(seqs))
+        return [(c, count(c) / total) for c in chunks]
+
+    fs = cut(forget, forget_kind == "ga")
+    rs = cut(retain, True) if regularizer else []
+    n = max(len(fs), len(rs))
+    pad = lambda xs: xs + [(None, 0.0)] * (n - len(xs))  # noqa: E731
+    return [(f, wf, r, wr) for (f, wf), (r, wr) in zip(pad(fs), pad(rs))]
+
+
+def part_loss(model, original, cfg: UnlearnConfig, part: tuple, pad_id: int) -> torch.Tensor:
+    """One micro-batch's weighted share of the step's loss (the whole loss for a single part)."""
+    f, wf, r, wr = part
+    if wf == 1.0 and wr == 1.0:  # the whole batch: exactly ``loss``
+        return loss(model, original, cfg.method, make_batch(f, pad_id), make_batch(r, pad_id), cfg.alpha, cfg.beta)
+    forget_kind, regularizer = METHODS[cfg.method]
+    value = torch.zeros((), device=_device(model))
+    if f:
+        b = make_batch(f, pad_id)
+        value = value + wf * (ga_loss(model, b) if forget_kind == "ga" else npo_loss(model, original, b, cfg.beta))
+    if r and regularizer:
+        b = make_batch(r, pad_id)
+        value = value + wr * cfg.alpha * (cross_entropy(model, b) if regularizer == "gdr" else kl_to_original(model, original, b))
+    return value

@@ -12,11 +12,12 @@ from ..pipeline.types import AuditResult
 from ..probes.base import definitions
 from ..versions import installed_version
 
-SCHEMA_VERSION = "1.5"  # 1.1 added forensics, p_value, check.required, run.hardware, config.policy_sha256
+SCHEMA_VERSION = "1.6"  # 1.1 added forensics, p_value, check.required, run.hardware, config.policy_sha256
 # 1.2 added inputs.adapter, inputs.verbmem_forget, inputs.retain_icl, config.data_source, config.verbmem_prompts
 # 1.3 added the forensics blocks' changed_fraction, changed_same_cell, changed_in_zero_cell, median_abs_w_changed, bf16_representable
 # 1.4 added run.decoding (draft tokens offered and accepted per variant)
 # 1.5 added run.hardware.cpu_model, cpu_capability and fast_dtypes (what chose --dtype auto)
+# 1.6 added inputs.*.hub (repo id, revision, commit of a hub id) and inputs.*.ignored_files
 
 
 def _versions() -> dict:
@@ -39,6 +40,10 @@ def _model(ckpt) -> dict | None:
     if ckpt is None:
         return None
     out = {"path": ckpt.path, "files": ckpt.file_hashes, "config": ckpt.config_summary}
+    if getattr(ckpt, "hub", None):  # a hub id: the repo, the revision asked for, and the commit it resolved to
+        out["hub"] = ckpt.hub
+    if getattr(ckpt, "ignored_files", ()):  # beside an index, read by no loader: listed, never loaded or hashed
+        out["ignored_files"] = list(ckpt.ignored_files)
     if ckpt.side_files:  # config, tokenizer and generation files: they shape the outputs as much as the weights
         out["side_files"] = ckpt.side_files
     if ckpt.weights_format != "safetensors":  # only with --allow-pickle
