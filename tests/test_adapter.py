@@ -171,3 +171,24 @@ def test_adapter_errors_are_one_line(bench, tmp_path, monkeypatch, capsys):
     (adapter / "adapter_model.safetensors").write_bytes(b"")
     monkeypatch.setitem(sys.modules, "peft", None)  # as if the lora extra were not installed
     one_line([*base, "--adapter", adapter], "install unlearn-audit[lora]")
+
+
+def test_a_hub_base_and_a_hub_adapter_are_merged_and_both_recorded(bench, lora, tmp_path, capsys, monkeypatch):
+    """MODEL and --adapter named by Hub id, read from a cache tree in huggingface_hub's layout."""
+    from huggingface_hub import constants
+
+    from test_hub import add_snapshot
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    add_snapshot(cache, "acme/base", "c" * 40, bench["clean"])
+    add_snapshot(cache, "acme/lora", "d" * 40, lora, refs=("v1",))
+    out = tmp_path / "out"
+    code, _, err = run(["audit", "acme/base", "--adapter", "acme/lora@v1", "--forget", bench["forget"], "--holdout", bench["holdout"],
+                        "--schemes", "fp32", "--out", out, "--format", "json"], capsys)
+    assert code in (0, 1), err
+    inputs = json.loads((out / "report.json").read_text())["inputs"]
+    assert inputs["model"]["hub"] == {"repo_id": "acme/base", "revision": "main", "commit": "c" * 40}
+    assert inputs["adapter"]["hub"] == {"repo_id": "acme/lora", "revision": "v1", "commit": "d" * 40}
+    assert inputs["adapter"]["files"]["adapter_model.safetensors"] == sha256_file(lora / "adapter_model.safetensors")

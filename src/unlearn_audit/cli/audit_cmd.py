@@ -110,7 +110,7 @@ def audit(
             model_dir, data, cfg,
             original_dir=original,
             reference_dir=reference,
-            adapter_dir=str(adapter) if adapter else None,
+            adapter_dir=adapter,
             on_step=steps,
             cache=VariantCache(out / ".cache" if out is not None else None, fresh),
             executor=jobs,

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..data import sha256_file
 from ..errors import InputError
+from .hub import ModelRef
 from .loading import Checkpoint, open_weights, read_dir_config, refused_global, weight_files, write_checkpoint
 
 WEIGHTS = "adapter_model.safetensors"
@@ -102,7 +103,7 @@ def _weights(path: Path) -> tuple[dict, str]:
     return weights, PICKLE
 
 
-def merge_adapter(base: Checkpoint, adapter_dir: str | Path, allow_pickle: bool = False) -> MergedCheckpoint:
+def merge_adapter(base: Checkpoint, adapter_dir: str | Path | ModelRef, allow_pickle: bool = False) -> MergedCheckpoint:
     """Merge the LoRA adapter in ``adapter_dir`` into ``base`` (whose model it modifies in place) and
     return the merged checkpoint, with a temporary on-disk copy of the merged model."""
     sweep_merged_leftovers()
@@ -140,13 +141,14 @@ def merge_adapter(base: Checkpoint, adapter_dir: str | Path, allow_pickle: bool 
         "weights_format": "safetensors" if weights_file == WEIGHTS else "pickle (torch.load weights_only=True, --allow-pickle)",
         "config": {k: raw_config.get(k) for k in _RECORDED},
         "merge": "peft merge_and_unload into the base's float32 weights; every scheme quantizes the merged model",
+        **({"hub": adapter_dir.provenance()} if isinstance(adapter_dir, ModelRef) and adapter_dir.repo_id else {}),
     }
     # Every scheme streams the merged weights from this copy (models/weights.py), as from any checkpoint.
     source, _ = open_weights(tmp / "model", base.config, weight_files(tmp / "model"))
     merged_ckpt = MergedCheckpoint(path=str(tmp / "model"), role=base.role, model=merged, tokenizer=base.tokenizer,
                                    file_hashes=dict(base.file_hashes), side_files=dict(base.side_files), config=base.config,
                                    source=source, generation_config=base.generation_config, n_params=base.n_params,
-                                   base_path=base.path, adapter=record)
+                                   base_path=base.path, adapter=record, hub=base.hub)
     weakref.finalize(merged_ckpt, shutil.rmtree, tmp, True)
     return merged_ckpt
 
