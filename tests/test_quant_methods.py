@@ -174,3 +174,29 @@ def test_calibration_groups_linears_by_their_shared_input_every_time():
         assert len({groups["q_proj"], groups["o_proj"], groups["gate_proj"], groups["down_proj"]}) == 4, groups
         seen.add(tuple(sorted(groups.items())))
     assert len(seen) == 1
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.37, 0.5, 1.0])
+def test_prune_masks_match_a_stable_sort_with_ties_broken_by_position(fraction):
+    """The streaming radix select against the definition: sort |w| of all tensors together, stably (ties
+    in position order), and prune the first ⌊fraction·N⌋. bfloat16-valued weights tie often, zeros and
+    negative zeros included."""
+    from unlearn_audit.attacks.perturb import prune_masks, smallest_magnitudes
+
+    gen = torch.Generator().manual_seed(3)
+    tensors = [torch.randn(shape, generator=gen).to(torch.bfloat16).float() for shape in ((7, 5), (3, 11), (13,), (4, 4))]
+    tensors[1][0, :6] = 0.0
+    tensors[1][1, :3] = -0.0
+    tensors[3][:] = tensors[3][0, 0]  # one tensor of a single repeated value
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    k = int(fraction * flat.numel())
+    order = torch.sort(flat.abs(), stable=True).indices
+    expected = torch.zeros(flat.numel(), dtype=torch.bool)
+    expected[order[:k]] = True
+    got = torch.cat([m.reshape(-1) for m in prune_masks(lambda: iter(tensors), fraction)])
+    assert int(got.sum()) == k and torch.equal(got, expected)
+    if k:
+        cut, ties = smallest_magnitudes(lambda: iter(tensors), k)
+        kth = flat.abs()[order[k - 1]]
+        assert torch.tensor([cut], dtype=torch.int32).view(torch.float32).item() == kth.item()
+        assert ties == int((flat.abs()[order[:k]] == kth).sum())

@@ -5,7 +5,8 @@ model's; the audit treats them as variants and the policy judges them like schem
 
 - ``prune-magnitude-{p}``: global unstructured magnitude pruning: the ⌊p·N⌋ weights of smallest |w|
   over all quantized-module weights together are set to zero (ties broken by position, so exactly
-  ⌊p·N⌋ are zeroed); ``prune-layer-{p}`` does the same within each module.
+  ⌊p·N⌋ are zeroed; bfloat16 weights tie often); ``prune-layer-{p}`` does the same within each module.
+  The cut is found by a streaming radix select on the weights' own device (``smallest_magnitudes``).
 - ``noise-{σ}``: Gaussian noise with standard deviation σ times each weight tensor's own standard
   deviation. One draw says little, so the variant is ``draws`` models, one per seed (0, 1, 2), and
   the audit averages each sample's scores over them (``seeded``): every metric is then the expected
@@ -14,18 +15,55 @@ model's; the audit treats them as variants and the policy judges them like schem
 
 from __future__ import annotations
 
+from typing import Callable, Iterable, Iterator
+
 import torch
 
 from ..quantize.base import Scheme, out_in_weight, quantizable_modules, write_weight
 
 
-def _prune_mask(values: torch.Tensor, fraction: float) -> torch.Tensor:
-    """True for the ⌊fraction·n⌋ entries of smallest magnitude (exactly that many)."""
-    k = int(fraction * values.numel())
-    mask = torch.zeros(values.numel(), dtype=torch.bool)
-    if k:
-        mask[torch.topk(values.abs().reshape(-1), k, largest=False, sorted=False).indices] = True
-    return mask.view_as(values)
+def _magnitude_bits(w: torch.Tensor) -> torch.Tensor:
+    """|w| in float32 as int32 bit patterns: for non-negative floats their integer order is the value order,
+    so selecting by magnitude becomes selecting integers, digit by digit."""
+    return w.detach().to(torch.float32).abs().reshape(-1).view(torch.int32)
+
+
+def smallest_magnitudes(weights: Callable[[], Iterable[torch.Tensor]], k: int) -> tuple[int, int]:
+    """The bit pattern of the k-th smallest |w| over every tensor ``weights()`` yields (k ≥ 1), and how
+    many of the weights equal to it are among the k smallest. A radix select, 8 bits per pass: four
+    passes over the weights, each holding one tensor's 256-bin histogram, so the whole model is never
+    concatenated (a float32 copy of every Linear at once is 26 GB at 7B) and every pass runs on the
+    weights' own device."""
+    prefix, rank = 0, k
+    for shift in (24, 16, 8, 0):
+        counts = torch.zeros(256, dtype=torch.int64)
+        for w in weights():
+            bits = _magnitude_bits(w)
+            if shift != 24:  # only the weights whose higher digits are those chosen so far
+                bits = bits[(bits >> (shift + 8)) == (prefix >> (shift + 8))]
+            counts += torch.bincount(((bits >> shift) & 0xFF).long(), minlength=256).cpu()
+        cum = counts.cumsum(0)
+        digit = int(torch.searchsorted(cum, torch.tensor(rank)))
+        rank -= int(cum[digit - 1]) if digit else 0
+        prefix |= digit << shift
+    return prefix, rank
+
+
+def prune_masks(weights: Callable[[], Iterable[torch.Tensor]], fraction: float) -> Iterator[torch.Tensor]:
+    """For each tensor, True at the weights pruned: exactly ⌊fraction·N⌋ over all of them together, the
+    smallest in magnitude, ties at the cut broken by position (tensor order, then flat index), so the
+    result does not depend on a sort's tie order. Each mask is made on its tensor's device."""
+    total = sum(w.numel() for w in weights())
+    k = int(fraction * total)
+    cut, ties = smallest_magnitudes(weights, k) if k else (-1, 0)
+    for w in weights():
+        bits = _magnitude_bits(w)
+        mask = bits < cut
+        if ties:
+            at = (bits == cut).nonzero().squeeze(1)[:ties]  # one host sync per tensor, not per weight
+            mask[at] = True
+            ties -= at.numel()
+        yield mask.view(w.shape)
 
 
 class MagnitudePrune(Scheme):
@@ -38,18 +76,18 @@ class MagnitudePrune(Scheme):
 
     def params(self) -> dict:
         return {"method": "prune", "fraction": self.percent / 100, "scope": "per module" if self.per_layer else "global",
+                "ties": "broken by position (module order, then row-major index)",
                 "skipped_modules": "lm_head (output embeddings) and embeddings"}
 
     def apply(self, model, checkpoint, calibration) -> None:
-        mods = quantizable_modules(model)
-        weights = [out_in_weight(m).to(torch.float32) for _, m in mods]
-        if self.per_layer:
-            masks = [_prune_mask(w, self.percent / 100) for w in weights]
-        else:
-            flat = _prune_mask(torch.cat([w.reshape(-1) for w in weights]), self.percent / 100)
-            masks = list(torch.split(flat, [w.numel() for w in weights]))
-        for (_, m), w, mask in zip(mods, weights, masks):
-            write_weight(m, w.masked_fill(mask.view_as(w), 0.0).to(m.weight.dtype))
+        mods = [m for _, m in quantizable_modules(model)]
+        groups = [[m] for m in mods] if self.per_layer else [mods]
+        for group in groups:
+            # masks are computed before any weight of the group is written: they read the unpruned weights
+            masks = list(prune_masks(lambda g=group: (out_in_weight(m) for m in g), self.percent / 100))
+            for m, mask in zip(group, masks):
+                w = out_in_weight(m)
+                write_weight(m, w.masked_fill(mask, 0.0))
 
 
 class GaussianNoise(Scheme):

@@ -33,33 +33,60 @@ class Relearn(Scheme):
 
     def params(self) -> dict:
         return {"method": "relearn", "steps": self.steps, "lr": self.lr, "batch_size": self.batch_size, "seed": self.seed,
-                "optimizer": "AdamW, constant lr, no weight decay", "max_tokens": MAX_TOKENS}
+                "optimizer": "AdamW, constant lr, no weight decay", "max_tokens": MAX_TOKENS,
+                "master_weights": "float32: a model computed in bfloat16 or float16 is stepped through a float32 copy "
+                                  "of its weights, as mixed-precision training does"}
 
     def check(self, checkpoint, calibration) -> None:
         if not any(len(s) > 1 for s in calibration or []):
             raise SchemeUnavailable("relearning needs public in-domain text: give --retain or --relearn-data")
 
     def apply(self, model, checkpoint, calibration) -> None:
+        """Fine-tune ``model`` in place. Its weights may be bfloat16 (the resident model of a bfloat16
+        audit): AdamW on them directly would round a 1e-5 step away (half a bfloat16 ulp of a weight of
+        0.02 is 6e-5), and the attack would look like it failed when it never moved. So low-precision
+        weights are stepped through float32 masters and rounded back after each step. Whatever happens,
+        even an out-of-memory error, the model leaves frozen, with no gradients or optimizer state."""
         seqs = [s[:MAX_TOKENS] for s in calibration if len(s) > 1]
-        for p in model.parameters():  # the audited copy may be frozen; its trainable twin is not
-            p.requires_grad_(True)
+        params = list(model.parameters())
+        masters = [p if p.dtype == torch.float32 else p.detach().float().requires_grad_(True) for p in params]
         pad = checkpoint.tokenizer.pad_token_id
         rng, order = random.Random(self.seed), []
-        with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
-            torch.manual_seed(self.seed)
-            opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=0.0)
-            model.train()
-            for _ in range(self.steps):
-                batch = []
-                while len(batch) < min(self.batch_size, len(seqs)):
-                    if not order:
-                        order = list(range(len(seqs)))
-                        rng.shuffle(order)
-                    batch.append(seqs[order.pop()])
-                loss = cross_entropy(model, make_batch(batch, pad))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        try:
+            for p in params:  # the audited copy may be frozen; its trainable twin is not
+                p.requires_grad_(True)
+            with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
+                torch.manual_seed(self.seed)
+                opt = torch.optim.AdamW(masters, lr=self.lr, weight_decay=0.0)
+                model.train()
+                for _ in range(self.steps):
+                    batch = []
+                    while len(batch) < min(self.batch_size, len(seqs)):
+                        if not order:
+                            order = list(range(len(seqs)))
+                            rng.shuffle(order)
+                        batch.append(seqs[order.pop()])
+                    loss = cross_entropy(model, make_batch(batch, pad))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    del loss
+                    _step(opt, params, masters)
+        finally:
             model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
+            for p in params:
+                p.grad = None
+                p.requires_grad_(False)
+            masters.clear()  # and the optimizer's state with ``opt``, on the way out of this frame
+
+
+@torch.no_grad()
+def _step(opt: torch.optim.Optimizer, params: list, masters: list) -> None:
+    """One AdamW step on the masters, with the model's gradients; a low-precision weight is then its
+    master rounded (a float32 weight is its own master)."""
+    for p, m in zip(params, masters):
+        if m is not p:
+            m.grad, p.grad = (p.grad.float() if p.grad is not None else None), None
+    opt.step()
+    for p, m in zip(params, masters):
+        if m is not p:
+            p.copy_(m)
