@@ -4,6 +4,7 @@ is installed, on a local instance started by the test), and executor options are
 import importlib.util
 
 import pytest
+import torch
 
 from unlearn_audit.audit import run_audit
 from unlearn_audit.cli import main
@@ -59,3 +60,27 @@ def test_ray_without_the_extra_says_what_to_install(bench, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["audit", str(bench["clean"]), "--forget", str(bench["forget"]), "--holdout", str(bench["holdout"]), "--executor", "ray"])
     assert exc.value.code == 2 and "unlearn-audit[ray]" in capsys.readouterr().err
+
+
+def test_gpu_variant_jobs_reuse_their_ray_worker():
+    """Ray gives a GPU task one call per worker unless told otherwise: every variant would then re-hash
+    the checkpoints, rebuild the resident model and lose the drafts."""
+    from unlearn_audit.pipeline.executor import task_options
+    from unlearn_audit.pipeline.types import AuditConfig
+
+    gpu, cpu = task_options(AuditConfig(device="cuda", schemes=("fp32",))), task_options(AuditConfig(schemes=("fp32",)))
+    assert gpu["num_gpus"] == 1 and gpu["max_calls"] == 0 and cpu["num_gpus"] == 0 and cpu["max_calls"] == 0
+
+
+def test_the_reference_is_keyed_by_what_the_driver_really_computes(bench):
+    """A Ray driver without a GPU scores the reference on its CPU in float32: its cache key and the
+    report must say so, not the workers' bfloat16 on CUDA."""
+    from unlearn_audit.audit import as_computed
+    from unlearn_audit.benchmark import tiny
+    from unlearn_audit.pipeline.types import AuditConfig
+
+    asked = AuditConfig(device="cuda", dtype="bfloat16", schemes=("fp32",))
+    cpu32 = tiny.tiny_llama(50, hidden=16, layers=1)
+    assert (as_computed(asked, cpu32).device, as_computed(asked, cpu32).dtype) == ("cpu", "float32")
+    same = AuditConfig(dtype="bfloat16", schemes=("fp32",))
+    assert as_computed(same, cpu32.to(torch.bfloat16)) == same

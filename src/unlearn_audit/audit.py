@@ -100,6 +100,14 @@ def load_models(model_dir: str, original_dir: str | None, reference_dir: str | N
     return Models(ckpt, original, reference, model_dir, resident_model(ckpt, here)), cfg
 
 
+def as_computed(cfg: AuditConfig, resident) -> AuditConfig:
+    """``cfg`` with the device and dtype ``resident`` really computes in, which the cache key and the report
+    must name: with a remote executor, the driver may have no GPU and score on its CPU in float32."""
+    p = next(resident.parameters())
+    device = cfg.device if p.device.type == torch.device(cfg.device).type else p.device.type
+    return replace(cfg, device=device, dtype=str(p.dtype).removeprefix("torch."))
+
+
 def score_reference(models: Models, data: AuditData, work: Workload, cfg: AuditConfig, shared: VariantCache,
                     on_step) -> tuple[stats.Reference, dict]:
     """PrivLeak's reference: the retrained model's headline Min-K% scores on the same documents (from the
@@ -110,6 +118,7 @@ def score_reference(models: Models, data: AuditData, work: Workload, cfg: AuditC
     if models.reference is None:
         return stats.Reference(fixed=0.5), {"source": "fixed 0.5 (no --reference given)", "auc": 0.5}
     ref, top = models.reference, mink.headline()
+    cfg = as_computed(cfg, models.resident)  # a Ray driver without a GPU scores it on its CPU, in float32
     info = {"source": f"reference model {ref.path} ({'fp32' if cfg.dtype == 'float32' else cfg.dtype})"}
     key = reference_key(ref, models.ckpt, work, data, cfg)
     hit = shared.get(key)
@@ -244,6 +253,8 @@ def run_audit(
     if not isinstance(executor, LocalExecutor):  # the jobs run elsewhere, each filling a resident model of its own
         models = replace(models, resident=None)
         gc.collect()
+        if torch.cuda.is_available():  # hand the driver's GPU memory back for the workers
+            torch.cuda.empty_cache()
 
     got = run_variants(schemes, models, original_dir, data, work, cfg, reference, cache, shared, executor, on_step, timings)
     checks, verdict, reason = judge(list(got.results), list(got.variants), cfg.policy)

@@ -94,6 +94,13 @@ def _remote_job(scheme: Scheme, model_dir: str, original_dir: str | None, work: 
         return Failed(str(exc))
 
 
+def task_options(cfg: AuditConfig) -> dict:
+    """Ray's options for a variant job. ``max_calls=0`` keeps a worker for every job it is given: Ray's
+    default for GPU tasks is one call per worker, which would re-hash the checkpoints, rebuild the
+    resident model and lose the drafts (``_LOADED``) for every variant."""
+    return {"num_cpus": 1, "num_gpus": 1 if cfg.device.startswith("cuda") else 0, "max_retries": 0, "max_calls": 0}
+
+
 class RayExecutor:
     name = "ray"
 
@@ -121,8 +128,7 @@ class RayExecutor:
             except Exception as exc:  # an unreachable or misnamed cluster is the user's input, not a bug
                 where, why = self.address or "a local instance", (str(exc).strip() or type(exc).__name__).splitlines()[0]
                 raise InputError(f"--executor ray: cannot start or join {where} ({why})") from None
-        gpus = 1 if ctx.cfg.device.startswith("cuda") else 0
-        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_remote_job)
+        task = ray.remote(**task_options(ctx.cfg))(_remote_job)
         work, cfg = ray.put(ctx.work), ray.put(ctx.cfg)
         refs = [task.remote(s, ctx.model_dir, ctx.original_dir, work, cfg, {s.name: ctx.originals[s.name]} if s.name in ctx.originals else {})
                 for s in schemes]
