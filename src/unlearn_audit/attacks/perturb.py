@@ -111,5 +111,8 @@ class GaussianNoise(Scheme):
         gen = torch.Generator().manual_seed(self.seed)
         for _, m in quantizable_modules(model):
             w = out_in_weight(m).to(torch.float32)
-            noise = torch.randn(w.shape, generator=gen).to(w.device) * (self.sigma * float(w.std()))
+            # drawn on the CPU so a seed gives the same noise on every device; the scale stays on the weight's
+            # device (no host sync per module), computed as float(w.std()) * sigma was, in double, then cast
+            scale = (w.std().double() * self.sigma).float()
+            noise = torch.randn(w.shape, generator=gen).to(w.device) * scale
             write_weight(m, (w + noise).to(m.weight.dtype))

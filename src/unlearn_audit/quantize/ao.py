@@ -39,7 +39,7 @@ def torchao_dequantized(weight: torch.Tensor, config) -> torch.Tensor:
 
     out_f, in_f = weight.shape
     padded = -(-in_f // 128) * 128  # torchao refuses a short last group; zero columns change no range
-    lin = nn.Linear(padded, out_f, bias=False)
+    lin = nn.Linear(padded, out_f, bias=False, device=weight.device)  # built where the weight is
     with torch.no_grad():
         lin.weight.zero_()
         lin.weight[:, :in_f] = weight.to(torch.float32)

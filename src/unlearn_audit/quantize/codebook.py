@@ -92,7 +92,7 @@ def codebook_grid(weight: torch.Tensor, kind: str, blocksize: int = 64) -> tuple
     codes = idx.reshape(-1)[:n].view(weight.shape).to(torch.int16)
     # The zero cell is the codebook's entry 0.0 (index 7 in both tables); FP4's -0 is not a separate
     # entry (see the module docstring), so a -0 weight lands in the same cell as +0.
-    zero = torch.tensor(CODEBOOKS[kind].index(0.0), dtype=torch.int16)
+    zero = torch.tensor(CODEBOOKS[kind].index(0.0), dtype=torch.int16, device=codes.device)
     return GridCodes(codes, absmax.unsqueeze(1), step, zero), deq
 
 

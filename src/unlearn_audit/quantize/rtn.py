@@ -52,7 +52,7 @@ class RTNCodes:
         """The forensic view. The zero cell is code 0 when symmetric (0 · Δ = 0) and the group's zero
         point z when asymmetric ((z - z) · Δ = 0; the range always includes 0, so z is a valid code)."""
         params = self.scales if self.zeros is None else torch.stack([self.scales, self.zeros.to(torch.float32)], -1)
-        zero = torch.zeros((), dtype=self.codes.dtype) if self.zeros is None else self._expand(self.zeros)
+        zero = torch.zeros((), dtype=self.codes.dtype, device=self.codes.device) if self.zeros is None else self._expand(self.zeros)
         return GridCodes(self.codes, params.reshape(self.scales.numel(), -1), self._expand(self.scales), zero)
 
 
