@@ -1,7 +1,7 @@
 """The audit's peak memory and time at real model sizes, on random Llama checkpoints built from a config.
 
-    python bench/scale.py --shape 250m|1.1b|3b|7b [--workdir DIR] [--schemes fp32,rtn-int4,nf4,gguf-q4_0]
-        [--dtype auto|float32|bfloat16] [--device cpu|cuda] [--n 4] [--src PATH] [--build-only]
+    python bench/scale.py --shape 250m|1.1b|3b|7b|8b [--workdir DIR] [--schemes fp32,rtn-int4,nf4,gguf-q4_0]
+        [--dtype auto|float32|bfloat16] [--device cpu|cuda] [--n 4] [--doc-tokens N] [--src PATH] [--build-only]
 
 Builds three bfloat16 safetensors checkpoints of the shape under ``--workdir`` (default
 ``~/.cache/unlearn-audit-bench/SHAPE``; reused once complete), tensor by tensor and shard by shard, never a
@@ -46,6 +46,8 @@ SHAPES = {  # 250m: 14 layers rather than 16, for ~250M parameters with untied e
                num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True, rope_theta=500000.0),  # Llama-3.2-3B
     "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False),  # Llama-2-7B
+    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0),  # Llama-3-8B
 }
 ROLES = {"original": (0, False), "audited": (0, True), "reference": (1, False)}  # seed, perturbed
 INDEX, SHARD_BYTES = "model.safetensors.index.json", 2 * 10**9
@@ -62,8 +64,10 @@ path = sys.argv.pop(1)
 def peak():
     rss = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024
     torch = sys.modules.get('torch')
-    gpu = torch.cuda.max_memory_allocated() if torch is not None and torch.cuda.is_available() else None
-    open(path, 'w').write(json.dumps({'rss': rss, 'gpu': gpu}))
+    cuda = torch is not None and torch.cuda.is_available()
+    gpu = torch.cuda.max_memory_allocated() if cuda else None
+    reserved = torch.cuda.max_memory_reserved() if cuda else None  # what the process holds of the GPU
+    open(path, 'w').write(json.dumps({'rss': rss, 'gpu': gpu, 'gpu_reserved': reserved}))
 atexit.register(peak)
 from unlearn_audit.cli import main
 sys.argv[0] = 'unlearn-audit'
@@ -75,11 +79,13 @@ def _hwm() -> int:
     return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]) * 1024
 
 
-def _texts(n: int) -> tuple[list[str], list[str]]:
-    """2n distinct short plain-English texts of 30-50 words (seed 0): the first n are the forget set."""
+def _texts(n: int, words_per_text: int | None = None) -> tuple[list[str], list[str]]:
+    """2n distinct plain-English texts of 30-50 words, or about ``words_per_text`` (seed 0): the first n
+    are the forget set. Long ones (``--doc-tokens``) are what MUSE's 2048-token documents cost in
+    activation and attention memory; the tokenizer is trained on these words, about a token each."""
     rng, texts = random.Random(0), []
     while len(texts) < 2 * n:
-        words, target = [], rng.randint(30, 50)
+        words, target = [], words_per_text or rng.randint(30, 50)
         while len(words) < target:
             sentence = rng.choices(WORDS, k=rng.randint(6, 12))
             words += [sentence[0].capitalize(), *sentence[1:-1], sentence[-1] + "."]
@@ -154,7 +160,10 @@ def _measure_builds(args, workdir: Path) -> None:
     from unlearn_audit.quantize.registry import get_scheme
 
     t = time.perf_counter()
-    ckpt = load_checkpoint(workdir / "audited", "audited")
+    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32  # as --dtype auto computes them there
+    ckpt = load_checkpoint(workdir / "audited", "audited", device=args.device, dtype=dtype)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     out = {"load_s": round(time.perf_counter() - t, 2), "load_peak_rss_gib": round(_hwm() / 2**30, 2), "builds": {}}
     weights = sum(m.weight.numel() for n, m in ckpt.model.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head")
     peak = _hwm()
@@ -168,7 +177,9 @@ def _measure_builds(args, workdir: Path) -> None:
         s = time.perf_counter() - t
         del model
         gc.collect()
-        out["builds"][name] = {"s": round(s, 2), "mweights_per_s": round(weights / s / 1e6, 2), "peak_rss_gib": round(_hwm() / 2**30, 2)}
+        out["builds"][name] = {"s": round(s, 2), "mweights_per_s": round(weights / s / 1e6, 2), "peak_rss_gib": round(_hwm() / 2**30, 2),
+                               **({"peak_gpu_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
+                                  if args.device == "cuda" else {})}
         peak = max(peak, _hwm())
     Path(args.result).write_text(json.dumps({"quantized_weights": weights, "peak_rss_gib": round(peak / 2**30, 2), **out}))
 
@@ -193,9 +204,10 @@ def main() -> None:
     ap.add_argument("--shape", choices=SHAPES, required=True)
     ap.add_argument("--workdir")
     ap.add_argument("--schemes", default="fp32,rtn-int4,nf4,gguf-q4_0")
-    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="float32")
+    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")  # as `audit` computes
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--doc-tokens", type=int, help="documents of about this many tokens (MUSE's are 2048) instead of 30-50")
     ap.add_argument("--cpu", type=int, default=1, help="the core the child is pinned to")
     ap.add_argument("--src")
     ap.add_argument("--build-only", action="store_true")
@@ -206,7 +218,7 @@ def main() -> None:
     workdir = Path(args.workdir or Path.home() / ".cache" / "unlearn-audit-bench" / args.shape).resolve()
     if args.result:
         return _measure_builds(args, workdir)
-    forget, holdout = _texts(args.n)
+    forget, holdout = _texts(args.n, args.doc_tokens)
     workdir.mkdir(parents=True, exist_ok=True)
     for name, texts in (("forget", forget), ("holdout", holdout)):
         (workdir / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
@@ -226,8 +238,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.build_only:
             _, wall = _child(args, [__file__, "--shape", args.shape, "--workdir", str(workdir), "--schemes", args.schemes,
-                                    "--build-only", "--result", f"{tmp}/builds.json"])
-            result = {**head, "device": "cpu", "wall_s": round(wall, 1), **json.loads(Path(tmp, "builds.json").read_text())}
+                                    "--device", args.device, "--build-only", "--result", f"{tmp}/builds.json"])
+            result = {**head, "device": args.device, "wall_s": round(wall, 1), **json.loads(Path(tmp, "builds.json").read_text())}
             print(json.dumps(result, indent=2))
             rates = ", ".join(f"{k} {v['s']} s ({v['mweights_per_s']} M/s)" for k, v in result["builds"].items())
             print(f"| {args.shape} | {params / 1e6:.1f}M | build-only | {rates} | {result['peak_rss_gib']} GiB |")
@@ -240,14 +252,16 @@ def main() -> None:
         peak = json.loads(Path(tmp, "peak.json").read_text())
         report = json.loads(Path(tmp, "out", "report.json").read_text())
     gpu = round(peak["gpu"] / 2**30, 2) if peak["gpu"] is not None else None
+    reserved = round(peak["gpu_reserved"] / 2**30, 2) if peak.get("gpu_reserved") is not None else None
     result = {**head, "dtype": args.dtype, "device": args.device, "peak_rss_gib": round(peak["rss"] / 2**30, 2),
               "peak_rss_per_checkpoint": round(peak["rss"] / ckpt_bytes, 2), "peak_rss_bytes_per_parameter": round(peak["rss"] / params, 2),
-              "peak_gpu_gib": gpu, "wall_s": round(wall, 1), "timings": report["timings"], "verdict": report["verdict"],
+              "peak_gpu_gib": gpu, "peak_gpu_reserved_gib": reserved, "doc_tokens": args.doc_tokens,
+              "wall_s": round(wall, 1), "timings": report["timings"], "verdict": report["verdict"],
               "exit_code": done.returncode}
     print(json.dumps(result, indent=2))
     print(f"| {args.shape} | {params / 1e6:.1f}M | {ckpt_bytes / 1e9:.2f} GB | {args.dtype} | {args.device} | {args.schemes} | "
           f"{result['peak_rss_gib']} GiB | {result['peak_rss_per_checkpoint']}× | {result['peak_rss_bytes_per_parameter']} B | "
-          f"{gpu if gpu is not None else '–'} | {result['wall_s']} s | {result['verdict']} |")
+          f"{gpu if gpu is not None else '–'} / {reserved if reserved is not None else '–'} | {result['wall_s']} s | {result['verdict']} |")
 
 
 if __name__ == "__main__":
