@@ -58,3 +58,14 @@ def test_noise_is_drawn_reproducibly_and_added_on_the_device(stored):
     resident = empty_model(stored.config, torch.float32, "meta")
     GaussianNoise(0.05, seed=0, draws=1).apply(resident, None, None)
     assert all(m.weight.device.type == "meta" for _, m in quantizable_modules(resident))
+
+
+def test_forensics_stream_on_the_audit_device_and_only_for_schemes_with_codes(stored):
+    from unlearn_audit.quantize import forensics
+
+    with_codes = {n for n in SCHEMES if forensics.has_codes(get_scheme(n))}
+    assert {"rtn-int4", "nf4", "gguf-q4_0"} <= with_codes
+    assert not with_codes & {"bnb-fp4", "bnb-nf4", "gptq-int4", "awq-int4", "fp32", "prune-magnitude-20"}
+    resident = empty_model(stored.config, torch.bfloat16, "meta")
+    pairs = list(forensics.source_pairs(stored.source, stored.source, resident, "meta"))
+    assert pairs and all(a.device.type == b.device.type == "meta" for _, a, b in pairs)

@@ -68,7 +68,11 @@ def run_variant(scheme: Scheme, ckpt: Checkpoint, original: Checkpoint | None, w
         except SchemeUnavailable:
             pass
     if original is not None and scheme.bits and scheme.bits < 32:
-        fx = forensics.compare(forensics.source_pairs(original.source, ckpt.source, resident), [scheme])[scheme.name]
+        if forensics.has_codes(scheme):  # on the audit's device: two of the checkpoints' tensors at a time
+            where = next(resident.parameters()).device if resident is not None else None
+            fx = forensics.compare(forensics.source_pairs(original.source, ckpt.source, resident, where), [scheme])[scheme.name]
+        else:  # what measuring would say, without streaming both checkpoints to find it out
+            fx = {"status": "skipped", "reason": forensics.NO_CODES}
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

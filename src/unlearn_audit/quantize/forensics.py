@@ -210,7 +210,7 @@ def measure(pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], schemes: li
                 continue
             t = _module(s, w_orig, w_new)
             if t is None:
-                skipped[s.name] = "codes depend on more than the weight (calibration) or are not exposed"
+                skipped[s.name] = NO_CODES
                 continue
             tallies[s.name].add(t)
             modules[s.name].append({"module": name, "code_overlap": t.same / t.weights, "scale_changed": t.changed / t.groups,
@@ -244,14 +244,26 @@ def model_pairs(original: torch.nn.Module, other: torch.nn.Module) -> Iterator[t
         yield name, out_in_weight(mod), out_in_weight(mods[name])
 
 
-def source_pairs(original: WeightSource, other: WeightSource, model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+NO_CODES = "codes depend on more than the weight (calibration) or are not exposed"
+
+
+def has_codes(scheme: Scheme) -> bool:
+    """Whether ``scheme`` defines grid cells of a weight alone (``Scheme.codes``); GPTQ, AWQ and the
+    library quantizers do not, and the audit then streams no checkpoint for them."""
+    return type(scheme).codes is not Scheme.codes
+
+
+def source_pairs(original: WeightSource, other: WeightSource, model: torch.nn.Module,
+                 device: torch.device | str | None = None) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
     """(module, original (out, in), other (out, in)) for every quantizable module of ``model`` (the
     architecture; its weights are not read), streamed from the two checkpoints' files: one tensor of
-    each resident at a time."""
+    each resident at a time, moved to ``device`` (the audit's GPU, where the comparison then runs)."""
     from transformers.pytorch_utils import Conv1D
 
     for name, mod in quantizable_modules(model):
         wa, wb = original.get(f"{name}.weight"), other.get(f"{name}.weight")
+        if device is not None:
+            wa, wb = wa.to(device), wb.to(device)
         if isinstance(mod, Conv1D):
             wa, wb = wa.t(), wb.t()
         yield name, wa, wb
