@@ -82,5 +82,5 @@ def list_schemes() -> None:
     from ..quantize.registry import SCHEMES
 
     width = max(map(len, SCHEMES))
-    for name, factory in SCHEMES.items():
-        typer.echo(f"{name:<{width}}  {factory().description}")
+    for name, preset in SCHEMES.items():
+        typer.echo(f"{name:<{width}}  {preset.description}")
