@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..report.render import ReportFormat
+from ..report.formats import ReportFormat
 from .common import ENV, FailOn, InputError, OutputFormat, app, check_not_input, check_out, exit_code, load_policy, say, stdout_console
 
 
