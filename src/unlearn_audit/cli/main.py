@@ -11,7 +11,7 @@ import warnings
 import typer
 
 from ..machine import forced_fast_dtypes
-from . import audit_cmd, demo_cmd, model_cmds, report_cmds  # noqa: F401  (registers the commands, in this order)
+from . import audit_cmd, demo_cmd, model_cmds, report_cmds, version  # noqa: F401  (registers the commands, in this order)
 from .common import InputError, app, click_exc, err, say
 
 
