@@ -18,7 +18,8 @@ from unlearn_audit.models.loading import load_checkpoint
 from unlearn_audit.pipeline.types import AuditConfig, AuditData
 from unlearn_audit.pipeline.workload import build_workload
 from unlearn_audit.probes.base import definitions
-from unlearn_audit.quantize.registry import SCHEMES, SchemeUnavailable, get_scheme
+from unlearn_audit.quantize.base import SchemeUnavailable
+from unlearn_audit.quantize.registry import SCHEMES, get_scheme
 
 PER_CALL = 8  # prompts of each split kept (the first ones), so that 48 presets decode in about a minute
 

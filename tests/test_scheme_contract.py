@@ -49,6 +49,14 @@ def _group_columns(scheme, in_features: int) -> int | None:
 
 
 @pytest.mark.parametrize("name", list(SCHEMES))
+def test_the_registry_describes_each_preset_as_it_builds(name):
+    """``schemes`` prints the table's name and description without building anything (no torch import);
+    both must be the built scheme's own."""
+    scheme = get_scheme(name)
+    assert (scheme.name, scheme.description) == (name, SCHEMES[name].description)
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
 def test_every_preset_keeps_the_contract(ckpt, calibration, name):
     scheme = get_scheme(name)
     assert scheme.name == name and scheme.description and isinstance(scheme.params(), dict)

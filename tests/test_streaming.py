@@ -14,8 +14,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from conftest import on_disk
 from unlearn_audit.benchmark import tiny
 from unlearn_audit.models import weights
-from unlearn_audit.quantize.base import WeightwiseScheme, out_in_weight, quantizable_modules
-from unlearn_audit.quantize.registry import SCHEMES, SchemeUnavailable, get_scheme
+from unlearn_audit.quantize.base import SchemeUnavailable, WeightwiseScheme, out_in_weight, quantizable_modules
+from unlearn_audit.quantize.registry import SCHEMES, get_scheme
 
 WEIGHTWISE = [n for n in SCHEMES if isinstance(get_scheme(n), WeightwiseScheme)]
 

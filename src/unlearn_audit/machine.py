@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import platform
 from functools import lru_cache
+from pathlib import Path
 
 #: Overrides the CPU's answer, for tests and for users who measured otherwise: a comma-separated list of
 #: the dtypes to treat as fast on the CPU (``bfloat16``, ``float16``); empty or ``none`` for neither.
@@ -125,6 +126,39 @@ def hardware() -> dict:
             "fast_dtypes": {d: computes_fast(d, "cpu") for d in LOW_PRECISION},
             "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def nvidia_gpus(root: Path = Path("/proc/driver/nvidia/gpus")) -> list[str]:
+    """The NVIDIA GPUs the kernel driver lists (``/proc/driver/nvidia/gpus/*/information``), read without
+    importing torch or starting CUDA; empty without an NVIDIA driver, and off Linux."""
+    names = []
+    for info in sorted(root.glob("*/information")):
+        try:
+            lines = info.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        names += [line.split(":", 1)[1].strip() for line in lines if line.startswith("Model:")]
+    return names
+
+
+def devices_seen() -> str:
+    """The devices ``--device`` chooses from, told without importing torch (two seconds on a CPU machine,
+    which ``--version`` should not cost): the CPU, then the GPUs. A torch build whose version says ``+cpu``
+    sees no GPU; otherwise the GPUs are those the NVIDIA driver lists, which is what a CUDA build of torch
+    sees unless ``CUDA_VISIBLE_DEVICES`` hides some (shown when set) or the driver is too old for it."""
+    from .versions import installed_version
+
+    cpu = f"cpu ({cpu_model()}, {usable_cpus()} usable CPUs)"
+    version = installed_version("torch")
+    if version is None:
+        return f"{cpu}; no GPU: torch is not installed"
+    if version.partition("+")[2].startswith("cpu"):
+        return f"{cpu}; no GPU: torch {version} is a CPU-only build"
+    gpus = nvidia_gpus()
+    if not gpus:
+        return f"{cpu}; no GPU: the NVIDIA driver lists none"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return f"{cpu}; cuda: {', '.join(gpus)}" + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else "")
 
 
 def describe_cpu() -> str:

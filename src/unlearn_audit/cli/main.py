@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ import warnings
 import typer
 
 from ..machine import forced_fast_dtypes
-from . import audit_cmd, demo_cmd, model_cmds, report_cmds  # noqa: F401  (registers the commands, in this order)
+from . import audit_cmd, demo_cmd, model_cmds, report_cmds, version  # noqa: F401  (registers the commands, in this order)
 from .common import InputError, app, click_exc, err, say
 
 
@@ -24,6 +25,23 @@ def _quiet_libraries() -> None:
     # transformers imports torchao when it is installed; its CUDA-only kernels then log load failures.
     for name in ("bitsandbytes", "torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+#: Commands that read only the tool's own tables and files. They load no model, so there is no library
+#: to quiet, and importing transformers to quiet it would cost them seconds (as would torch, with it).
+READ_ONLY = {"schemes", "schema", "report"}
+
+
+def _quieted(callback):
+    """``callback`` with the libraries quieted first: when the command runs, after its arguments parsed,
+    so that ``--help`` and a usage error import none of them."""
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        _quiet_libraries()
+        return callback(*args, **kwargs)
+
+    return run
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
@@ -56,8 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
-    _quiet_libraries()
     command = typer.main.get_command(app)
+    for name, sub in command.commands.items():
+        if name not in READ_ONLY:
+            sub.callback = _quieted(sub.callback)
     shown = warnings.showwarning  # put back on the way out: main() may be called from a longer-lived process
     warnings.showwarning = _warning_line
     try:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..report.render import ReportFormat
+from ..report.formats import ReportFormat
 from .common import ENV, FailOn, InputError, OutputFormat, app, check_not_input, check_out, exit_code, load_policy, model_ref, say, stdout_console
 
 
@@ -84,5 +84,5 @@ def list_schemes() -> None:
     from ..quantize.registry import SCHEMES
 
     width = max(map(len, SCHEMES))
-    for name, factory in SCHEMES.items():
-        typer.echo(f"{name:<{width}}  {factory().description}")
+    for name, preset in SCHEMES.items():
+        typer.echo(f"{name:<{width}}  {preset.description}")

@@ -98,6 +98,18 @@ class Scheme(ABC):
         return None
 
 
+
+class NoLibrary(Scheme):
+    """A reference preset asked for with ``--backend library`` where no library runs: a typed skip
+    (registry.py ``for_backend``)."""
+
+    def __init__(self, reference: Scheme, reason: str) -> None:
+        self.name, self.bits, self.reason = f"{reference.name}@library", reference.bits, reason
+        self.description = f"{reference.name} through a library: {reason}"
+
+    def check(self, checkpoint, calibration) -> None:
+        raise SchemeUnavailable(self.reason)
+
 class WeightwiseScheme(Scheme):
     """A scheme that maps each quantizable weight to Q(w) on its own, row-block by row-block: the
     weights are quantized as they stream in from the files (models/weights.py), in float32 chunks of

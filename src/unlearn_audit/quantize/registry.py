@@ -1,60 +1,117 @@
-"""The explicit scheme registry: a name, and how to build the scheme. Heavy backends import lazily."""
+"""The explicit scheme registry: each name, what the scheme is, and the class that builds it.
+
+The table is plain data, read without importing torch (seconds on a CPU machine), so ``schemes`` and
+every command's help answer at once; a scheme's module, and torch or an optional library with it, is
+imported only when the scheme is built (``get_scheme``), as in lm-evaluation-harness's lazy
+``name -> "module:attr"`` table. Each description here is the one the built scheme carries
+(tests/test_scheme_contract.py checks every one).
+"""
 
 from __future__ import annotations
 
 import difflib
-from typing import Callable
+from dataclasses import dataclass
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-from ..attacks.perturb import GaussianNoise, MagnitudePrune
-from ..attacks.relearn import Relearn
-from ..attacks.republish import Republished
 from ..errors import InputError
-from .ao import TorchAOScheme
-from .awq import AWQScheme
-from .base import Scheme, SchemeUnavailable
-from .bnb import BitsAndBytes
-from .codebook import CodebookScheme
-from .fp32 import FullPrecision
-from .ggml import GGMLScheme
-from .gptq import GPTQScheme
-from .llamacpp import LlamaCppScheme
-from .rtn import RTNScheme
 
-SCHEMES: dict[str, Callable[[], Scheme]] = {
-    "fp32": FullPrecision,
+if TYPE_CHECKING:
+    from .base import Scheme
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A registered scheme: the class ``target`` (``"module:Class"``, the module relative to this package)
+    called with ``args``; an argument that is itself a Preset is built first (a republished quantizer)."""
+
+    target: str
+    args: tuple
+    description: str
+
+    def __call__(self) -> Scheme:
+        module, _, cls = self.target.partition(":")
+        return getattr(import_module(module, __package__), cls)(*(a() if isinstance(a, Preset) else a for a in self.args))
+
+
+def _rtn(bits: int, group_size: int | None = 128, symmetric: bool = True) -> Preset:
+    grouping = "per output channel" if group_size is None else f"groups of {group_size}"
+    kind = "symmetric absmax (paper Eq. 2)" if symmetric else "asymmetric min/max with zero point"
+    return Preset(".rtn:RTNScheme", (bits, group_size, symmetric), f"round-to-nearest int{bits}, {kind}, {grouping}")
+
+
+def _codebook(kind: str) -> Preset:
+    return Preset(".codebook:CodebookScheme", (kind,), f"{kind.upper()} codebook, absmax per block of 64 (reference, no bitsandbytes)")
+
+
+def _bnb(mode: str) -> Preset:
+    what = ("bitsandbytes LLM.int8() (outlier threshold 6.0), the paper's 8-bit setting" if mode == "int8"
+            else f"bitsandbytes 4-bit {mode.upper()}, blocksize 64" + (" (the paper's 4-bit setting)" if mode == "fp4" else ""))
+    return Preset(".bnb:BitsAndBytes", (mode,), what)
+
+
+def _gptq(bits: int) -> Preset:
+    return Preset(".gptq:GPTQScheme", (bits, 128), f"GPTQ int{bits} (reference, Eq. 2 grid, groups of 128), calibrated")
+
+
+def _torchao(bits: int, symmetric: bool) -> Preset:
+    what = ("torchao int8 weight-only (symmetric per channel, absmax/127.5)" if symmetric
+            else f"torchao int{bits} weight-only, asymmetric, groups of 128 (= rtn-int{bits}-asym)")
+    return Preset(".ao:TorchAOScheme", (bits, symmetric), what)
+
+
+def _prune(percent: int, per_layer: bool) -> Preset:
+    return Preset("..attacks.perturb:MagnitudePrune", (percent, per_layer),
+                  f"unstructured magnitude pruning of {percent}% of the weights ({'per module' if per_layer else 'global'})")
+
+
+def _republished(name: str, inner: Preset) -> Preset:
+    return Preset("..attacks.republish:Republished", (inner,),
+                  f"{name} round trip, republished as float16 (every parameter cast to float16)")
+
+
+def _gguf(kind: str) -> Preset:
+    return Preset(".ggml:GGMLScheme", (kind,), f"llama.cpp GGUF {kind.upper()} (blocks of 32), gguf.quants' arithmetic in torch")
+
+
+SCHEMES: dict[str, Preset] = {
+    "fp32": Preset(".fp32:FullPrecision", (), "the checkpoint as given, unquantized (the full-precision baseline)"),
     # Round-to-nearest, the paper's Eq. 2 (symmetric) and the affine variant with a zero point.
-    **{f"rtn-int{b}": (lambda b=b: RTNScheme(b, 128)) for b in (8, 6, 5, 4, 3, 2)},
-    **{f"rtn-int{b}-asym": (lambda b=b: RTNScheme(b, 128, symmetric=False)) for b in (8, 4, 3, 2)},
-    "rtn-int8-pc": lambda: RTNScheme(8, None),
-    "rtn-int4-pc": lambda: RTNScheme(4, None),
-    "rtn-int4-g64": lambda: RTNScheme(4, 64),
-    "rtn-int4-g32": lambda: RTNScheme(4, 32),
+    **{f"rtn-int{b}": _rtn(b) for b in (8, 6, 5, 4, 3, 2)},
+    **{f"rtn-int{b}-asym": _rtn(b, symmetric=False) for b in (8, 4, 3, 2)},
+    "rtn-int8-pc": _rtn(8, None),
+    "rtn-int4-pc": _rtn(4, None),
+    "rtn-int4-g64": _rtn(4, 64),
+    "rtn-int4-g32": _rtn(4, 32),
     # NF4 / FP4, the exact algorithm in torch, and through bitsandbytes itself.
-    "nf4": lambda: CodebookScheme("nf4"),
-    "fp4": lambda: CodebookScheme("fp4"),
-    "bnb-fp4": lambda: BitsAndBytes("fp4"),
-    "bnb-nf4": lambda: BitsAndBytes("nf4"),
-    "bnb-int8": lambda: BitsAndBytes("int8"),
+    "nf4": _codebook("nf4"),
+    "fp4": _codebook("fp4"),
+    "bnb-fp4": _bnb("fp4"),
+    "bnb-nf4": _bnb("nf4"),
+    "bnb-int8": _bnb("int8"),
     # Calibrated methods (calibration: the retain set, or the shipped generic text).
-    "gptq-int4": lambda: GPTQScheme(4, 128),
-    "gptq-int8": lambda: GPTQScheme(8, 128),
-    "awq-int4": lambda: AWQScheme(4, 128),
+    "gptq-int4": _gptq(4),
+    "gptq-int8": _gptq(8),
+    "awq-int4": Preset(".awq:AWQScheme", (4, 128), "AWQ int4 (reference scale search, asymmetric, groups of 128), calibrated"),
     # torchao, the library cross-check for the asymmetric RTN presets.
-    **{f"torchao-int{b}-asym": (lambda b=b: TorchAOScheme(b, symmetric=False)) for b in (8, 4, 3, 2)},
-    "torchao-int8": lambda: TorchAOScheme(8, symmetric=True),
+    **{f"torchao-int{b}-asym": _torchao(b, symmetric=False) for b in (8, 4, 3, 2)},
+    "torchao-int8": _torchao(8, symmetric=True),
     # Recovery attacks beyond quantization (attacks/perturb.py): pruning and weight noise.
-    **{f"prune-magnitude-{p}": (lambda p=p: MagnitudePrune(p)) for p in (10, 20, 30)},
-    **{f"prune-layer-{p}": (lambda p=p: MagnitudePrune(p, per_layer=True)) for p in (10, 20, 30)},
-    **{f"noise-{s:g}": (lambda s=s: GaussianNoise(s)) for s in (0.01, 0.05)},
+    **{f"prune-magnitude-{p}": _prune(p, per_layer=False) for p in (10, 20, 30)},
+    **{f"prune-layer-{p}": _prune(p, per_layer=True) for p in (10, 20, 30)},
+    **{f"noise-{s:g}": Preset("..attacks.perturb:GaussianNoise", (s,),
+                              f"Gaussian weight noise, σ = {s:g} × each tensor's std, scores averaged over 3 seeds") for s in (0.01, 0.05)},
     # The relearning attack (attacks/relearn.py): a few steps on public in-domain text, never the forget set.
-    **{f"relearn-{n}": (lambda n=n: Relearn(n)) for n in (10, 25, 50)},
+    **{f"relearn-{n}": Preset("..attacks.relearn:Relearn", (n,), f"relearning attack: {n} AdamW steps at lr 1e-05 on public "
+                              "in-domain text (retain or --relearn-data)") for n in (10, 25, 50)},
     # A quantized model republished as fp16 (attacks/republish.py).
-    "dequant-requant-gguf-q4_0": lambda: Republished(GGMLScheme("q4_0")),
-    "dequant-requant-gptq-int4": lambda: Republished(GPTQScheme(4, 128)),
+    "dequant-requant-gguf-q4_0": _republished("gguf-q4_0", _gguf("q4_0")),
+    "dequant-requant-gptq-int4": _republished("gptq-int4", _gptq(4)),
     # llama.cpp's block formats through gguf.quants.
-    **{f"gguf-{k}": (lambda k=k: GGMLScheme(k)) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")},
+    **{f"gguf-{k}": _gguf(k) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")},
     # llama.cpp's K-quant file types through llama.cpp itself (the [llamacpp] extra).
-    **{f"gguf-{k}": (lambda k=k: LlamaCppScheme(k)) for k in ("q4_k_m", "q6_k")},
+    **{f"gguf-{k}": Preset(".llamacpp:LlamaCppScheme", (k,), f"llama.cpp GGUF {k.upper()} (K-quants, super-blocks of 256) "
+                           "through llama.cpp itself") for k in ("q4_k_m", "q6_k")},
 }
 
 DEFAULT_SCHEMES = ("fp32", "rtn-int8", "rtn-int4", "bnb-fp4")
@@ -82,17 +139,6 @@ def get_scheme(name: str) -> Scheme:
     return SCHEMES[name]()
 
 
-class NoLibrary(Scheme):
-    """A reference preset asked for with ``--backend library`` where no library runs: a typed skip."""
-
-    def __init__(self, reference: Scheme, reason: str) -> None:
-        self.name, self.bits, self.reason = f"{reference.name}@library", reference.bits, reason
-        self.description = f"{reference.name} through a library: {reason}"
-
-    def check(self, checkpoint, calibration) -> None:
-        raise SchemeUnavailable(self.reason)
-
-
 def for_backend(scheme: Scheme, backend: str) -> Scheme:
     """The scheme to run for ``--backend reference|library``; names already bound to a library stay."""
     if backend == "reference" or scheme.name in LIBRARY_TWINS.values():
@@ -101,6 +147,8 @@ def for_backend(scheme: Scheme, backend: str) -> Scheme:
         return get_scheme(LIBRARY_TWINS[scheme.name])
     method = scheme.params().get("method")
     if method in NO_LIBRARY:
+        from .base import NoLibrary
+
         return NoLibrary(scheme, NO_LIBRARY[method])
     return scheme  # fp32, and formats whose only implementation is already a library (gguf, bnb, torchao)
 

@@ -6,7 +6,6 @@ The templates live in ``report_templates/`` and ship inside the wheel; nothing h
 
 from __future__ import annotations
 
-import enum
 import re
 import xml.etree.ElementTree as ET
 
@@ -14,16 +13,6 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from ..resources import data_dir
 from . import view
-
-
-class ReportFormat(str, enum.Enum):
-    """The views ``unlearn-audit report`` renders."""
-
-    html = "html"
-    md = "md"
-    junit = "junit"
-    json = "json"
-
 
 # Characters XML 1.0 forbids (and lone surrogates, which no UTF-8 file can hold): a report.json can carry
 # them in a path, a reason or a generation, and one of them makes the whole JUnit file unparseable.
