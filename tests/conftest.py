@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,25 @@ def on_disk(model, path: Path):
     model.save_pretrained(path, safe_serialization=True)
     source, _ = open_directory_weights(path, "test")
     return SimpleNamespace(path=str(path), model=model, config=model.config, source=source, tokenizer=None)
+
+
+@contextmanager
+def kv_caches(model):
+    """The KV caches that forwards of ``model`` and of its decoder return while the block runs, recorded
+    by forward hooks (None for a forward that built none). transformers 5.x names the output ``cache``,
+    earlier versions ``past_key_values``."""
+    seen: list = []
+
+    def record(module, args, kwargs, out):
+        seen.append(out.get("cache", out.get("past_key_values")) if hasattr(out, "get") else None)
+
+    modules = [model] + ([model.base_model] if model.base_model is not model else [])
+    hooks = [m.register_forward_hook(record, with_kwargs=True) for m in modules]
+    try:
+        yield seen
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -93,13 +93,16 @@ class HFModel:
         """``(row, a, b) -> that row's logits at positions a..b-1``. Where the logits are just the output
         head on the last hidden state (PLAIN_HEAD), the batch keeps only its hidden states and the head
         runs per row, so a batch's full logits (16 × 300 positions × SmolLM2's 49,152-token vocabulary is
-        0.94 GB in float32) are never resident at once; other models get one ordinary forward."""
+        0.94 GB in float32) are never resident at once; other models get one ordinary forward.
+        ``use_cache=False``: with a config's ``use_cache: true`` (most checkpoints) the forward would also
+        build a KV cache that nothing reads, every layer's keys and values held until it returns (0.5 MB
+        per token on Llama-2-7B in bfloat16)."""
         split = split_head(self.model)
         if split is not None:
             head, base = split
-            hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
+            hidden = base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             return lambda row, a, b: head(hidden[row, a:b])
-        logits = self.model(input_ids=ids, attention_mask=mask).logits
+        logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         return lambda row, a, b: logits[row, a:b]
 
     def context_length(self) -> int | None:
