@@ -21,9 +21,9 @@ from typing import Callable
 import torch
 
 from . import stats
-from .errors import InputError
+from .errors import InputError, first_line
 from .models.decode import DraftBook
-from .models.hf import HFModel, context_length
+from .models.hf import HFModel, context_length, free_device_memory, out_of_memory
 from .models.loading import Checkpoint, load_checkpoint, materialise, open_checkpoint
 from .models.weights import fill
 from .pipeline.cache import VariantCache, original_key, reference_key, variant_key
@@ -103,7 +103,10 @@ def load_models(model_dir: str, original_dir: str | None, reference_dir: str | N
 def score_reference(models: Models, data: AuditData, work: Workload, cfg: AuditConfig, shared: VariantCache,
                     on_step) -> tuple[stats.Reference, dict]:
     """PrivLeak's reference: the retrained model's headline Min-K% scores on the same documents (from the
-    shared cache when an earlier audit scored them), else a published AUC given by the user, else 0.5."""
+    shared cache when an earlier audit scored them), else a published AUC given by the user, else 0.5.
+    Its batches are halved on out-of-memory like a variant's; a reference that does not fit even so ends
+    the audit in one line: unlike a variant, it cannot be skipped, as every PrivLeak value is measured
+    against it."""
     if cfg.reference_auc is not None:  # a published constant, e.g. MUSE's 0.4772 (NEWS) or 0.5393 (BOOKS)
         return stats.Reference(fixed=cfg.reference_auc), {"source": "--reference-auc (given by the user, not measured)",
                                                           "auc": cfg.reference_auc}
@@ -118,18 +121,31 @@ def score_reference(models: Models, data: AuditData, work: Workload, cfg: AuditC
         f, h = (o.values for o in hit.outputs)
         return stats.Reference(f, h), {**info, "auc": mink.auc(f, h), "from_shared_cache": True}
     on_step("scoring the reference model")
-    resident = models.resident
-    if dict(ref.source.shapes) == dict(models.ckpt.source.shapes):
-        model = resident  # streamed into the resident model, which every variant refills
-        fill(model, ref.source)
-    else:  # another architecture: its own model, like the resident one, freed after
-        model = materialise(ref, next(resident.parameters()).dtype, next(resident.parameters()).device)
-    scored = HFModel("reference", model, models.ckpt.tokenizer, cfg.batch_size)
-    probe, items = PROBES["mink"], work.prepared["mink"]
-    outs = tuple(next(o for o in probe.run(scored, models.ckpt.tokenizer, items[split], split) if o.metric == top)
-                 for split in ("forget", "holdout"))
+    resident, model, scored, doing = models.resident, None, None, "loading"
+    try:
+        if dict(ref.source.shapes) == dict(models.ckpt.source.shapes):
+            model = resident  # streamed into the resident model, which every variant refills
+            fill(model, ref.source)
+        else:  # another architecture: its own model, like the resident one, freed after
+            model = materialise(ref, next(resident.parameters()).dtype, next(resident.parameters()).device)
+        doing = "scoring"
+        scored = HFModel("reference", model, models.ckpt.tokenizer, cfg.batch_size)
+        probe, items = PROBES["mink"], work.prepared["mink"]
+        outs = tuple(next(o for o in probe.run(scored, models.ckpt.tokenizer, items[split], split) if o.metric == top)
+                     for split in ("forget", "holdout"))
+    except Exception as exc:
+        where = out_of_memory(exc)
+        if where is None:
+            raise
+        failed = (f"out of {where} memory {doing} the reference model {ref.path} ({first_line(exc)}); "
+                  "run on a device with more memory (--device), or give a published AUC with --reference-auc instead")
+    else:
+        failed = None
     del model, scored
     gc.collect()
+    if failed is not None:
+        free_device_memory()
+        raise InputError(failed)
     shared.put(key, VariantRun(outs, (), None))
     f, h = (o.values for o in outs)
     return stats.Reference(f, h), {**info, "auc": mink.auc(f, h)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from contextlib import contextmanager
 from typing import Sequence
 
@@ -23,8 +24,39 @@ def _batches(order: list[int], size: int) -> list[list[int]]:
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+# What a failed allocation says where it is not torch.OutOfMemoryError (or Python's MemoryError). cuBLAS
+# allocates its handle and workspace outside torch's caching allocator, so a GPU that torch has filled
+# fails there as a CUDA error: "CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)", and often
+# as CUBLAS_STATUS_NOT_INITIALIZED, which cublasCreate also returns when it cannot allocate. torch's CPU
+# allocator raises a plain RuntimeError.
+OOM_MESSAGES = {
+    "GPU": ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_NOT_INITIALIZED"),
+    "CPU": ("DefaultCPUAllocator: can't allocate memory",),
+}
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """``"GPU"`` or ``"CPU"`` when ``exc`` is a failed allocation there, else None. A smaller batch may
+    fit where this one did not; any other error is a bug or bad input, and retrying would hide it."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "GPU"
+    if isinstance(exc, MemoryError):
+        return "CPU"
+    if isinstance(exc, RuntimeError):
+        text = str(exc)
+        for where in ("CPU", "GPU"):
+            if any(m in text for m in OOM_MESSAGES[where]):
+                return where
+    return None
+
+
+def free_device_memory() -> None:
+    """Collect what the failed work left and give the GPU's cached blocks back to the driver: torch would
+    reuse them itself, but cuBLAS allocates outside its cache and cannot. A no-op on the GPU where CUDA
+    was never initialised. Call it once the failed work's tensors are unreferenced, outside the
+    ``except`` block, whose exception's traceback keeps them alive."""
+    gc.collect()
+    torch.cuda.empty_cache()
 
 
 class HFModel:
@@ -55,13 +87,13 @@ class HFModel:
             batch = pending.pop(0)
             try:
                 work(batch)
+                continue
             except Exception as exc:
-                if not _is_oom(exc) or len(batch) == 1:
+                if out_of_memory(exc) is None or len(batch) == 1:
                     raise
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                self.batch_size = max(1, len(batch) // 2)
-                pending = _batches(batch, self.batch_size) + pending
+            free_device_memory()
+            self.batch_size = max(1, len(batch) // 2)
+            pending = _batches(batch, self.batch_size) + pending
 
     @torch.inference_mode()
     def token_scores(self, sequences: Sequence[Sequence[int]]) -> list[TokenScores]:

@@ -18,13 +18,13 @@ checks that the Ray executor's results equal the local executor's).
 
 from __future__ import annotations
 
-import gc
 from typing import Iterator
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..models.decode import DraftBook
+from ..models.hf import free_device_memory, out_of_memory
 from ..quantize.base import Scheme, SchemeUnavailable
 from .types import AuditConfig, Failed, JobContext, JobOutcome, Skipped, Workload
 from .variant import run_variant
@@ -39,17 +39,13 @@ def run_job(scheme: Scheme, ctx: JobContext) -> JobOutcome:
                            ctx.originals.get(scheme.name), ctx.drafts)
     except SchemeUnavailable as exc:
         return Skipped(str(exc))
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        where = "GPU" if isinstance(exc, torch.OutOfMemoryError) else "CPU"
-        return Skipped(f"out of {where} memory while building or probing this variant ({_first_line(exc)})")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    except Exception as exc:
+        where = out_of_memory(exc)
+        if where is None:
+            raise
+        reason = f"out of {where} memory while building or probing this variant ({first_line(exc)})"
+    free_device_memory()  # here, where the failed variant's tensors are no longer referenced
+    return Skipped(reason)
 
 
 class LocalExecutor:
