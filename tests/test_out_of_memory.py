@@ -1,6 +1,6 @@
-"""Running out of memory: cuBLAS's failed allocations count as out of memory, and halve the batch; a
-variant that does not fit even one sequence at a time is a typed skip, and a reference that does not fit
-is one line (exit 2).
+"""Running out of memory: a batch that does not fit is halved and retried, and the smaller size is kept for
+the rest of the audit; cuBLAS's failed allocations count as out of memory; a variant that does not fit
+even one sequence at a time is a typed skip, and a reference that does not fit is one line (exit 2).
 
 A GPU's out-of-memory cannot be provoked on a CPU, so the models here raise the errors CUDA raises, for
 batches larger than they "fit" (transformers' own forward runs otherwise). The CPU allocator's failure is
@@ -10,6 +10,7 @@ real.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -89,6 +90,31 @@ def _data(bench, n: int = 8):
     from unlearn_audit.pipeline.types import AuditData
 
     return AuditData(forget=load_texts(bench["forget"], limit=n), holdout=load_texts(bench["holdout"], limit=n))
+
+
+def _same_results(a: dict, b: dict) -> None:
+    for key in ("verdict", "verdict_reason", "variants", "results", "checks"):
+        assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_the_halved_batch_size_is_kept_for_the_rest_of_the_audit(bench, monkeypatch, reference):
+    """The first model to run out of memory halves the batch; the variants after it (and after the
+    reference) start from the halved size instead of failing the same batches again, and the report's
+    numbers are those of an audit run at that size from the start."""
+    from unlearn_audit.audit import run_audit
+    from unlearn_audit.pipeline.types import AuditConfig
+
+    ref = {"reference_dir": str(bench["clean"])} if reference else {}
+    cfg = AuditConfig(schemes=("fp32", "rtn-int4"), bootstrap=50, limit=8)
+    expected = run_audit(str(bench["memoriser"]), _data(bench), replace(cfg, batch_size=2), **ref)
+    made, refused = starts(monkeypatch), fits(monkeypatch, 2)
+    got = run_audit(str(bench["memoriser"]), _data(bench), cfg, **ref)
+    first = "reference" if reference else "fp32"
+    assert made[0] == (first, 8) and all(size == 2 for _, size in made[1:]), made
+    assert {name for name, _ in made} >= {"fp32", "rtn-int4"}
+    assert refused == [8, 4]  # once: every model after the first starts at a size that fits
+    _same_results(got, expected)
 
 
 def test_a_variant_whose_cublas_handle_cannot_be_allocated_is_skipped(bench, monkeypatch):

@@ -23,7 +23,7 @@ import torch
 from . import stats
 from .errors import InputError, first_line
 from .models.decode import DraftBook
-from .models.hf import HFModel, context_length, free_device_memory, out_of_memory
+from .models.hf import BatchSize, HFModel, context_length, free_device_memory, out_of_memory
 from .models.loading import Checkpoint, load_checkpoint, materialise, open_checkpoint
 from .models.weights import fill
 from .pipeline.cache import VariantCache, original_key, reference_key, variant_key
@@ -101,12 +101,12 @@ def load_models(model_dir: str, original_dir: str | None, reference_dir: str | N
 
 
 def score_reference(models: Models, data: AuditData, work: Workload, cfg: AuditConfig, shared: VariantCache,
-                    on_step) -> tuple[stats.Reference, dict]:
+                    on_step, batch: BatchSize | None = None) -> tuple[stats.Reference, dict]:
     """PrivLeak's reference: the retrained model's headline Min-K% scores on the same documents (from the
     shared cache when an earlier audit scored them), else a published AUC given by the user, else 0.5.
-    Its batches are halved on out-of-memory like a variant's; a reference that does not fit even so ends
-    the audit in one line: unlike a variant, it cannot be skipped, as every PrivLeak value is measured
-    against it."""
+    It is scored in batches of ``batch``, halved on out-of-memory like a variant's (and kept halved for the
+    variants). A reference that does not fit even so ends the audit in one line: unlike a variant, it
+    cannot be skipped, as every PrivLeak value is measured against it."""
     if cfg.reference_auc is not None:  # a published constant, e.g. MUSE's 0.4772 (NEWS) or 0.5393 (BOOKS)
         return stats.Reference(fixed=cfg.reference_auc), {"source": "--reference-auc (given by the user, not measured)",
                                                           "auc": cfg.reference_auc}
@@ -129,7 +129,7 @@ def score_reference(models: Models, data: AuditData, work: Workload, cfg: AuditC
         else:  # another architecture: its own model, like the resident one, freed after
             model = materialise(ref, next(resident.parameters()).dtype, next(resident.parameters()).device)
         doing = "scoring"
-        scored = HFModel("reference", model, models.ckpt.tokenizer, cfg.batch_size)
+        scored = HFModel("reference", model, models.ckpt.tokenizer, batch or BatchSize(cfg.batch_size))
         probe, items = PROBES["mink"], work.prepared["mink"]
         outs = tuple(next(o for o in probe.run(scored, models.ckpt.tokenizer, items[split], split) if o.metric == top)
                      for split in ("forget", "holdout"))
@@ -153,9 +153,10 @@ def score_reference(models: Models, data: AuditData, work: Workload, cfg: AuditC
 
 def run_variants(schemes: list, models: Models, original_dir: str | None, data: AuditData, work: Workload, cfg: AuditConfig,
                  reference: stats.Reference, cache: VariantCache, shared: VariantCache, executor, on_step,
-                 timings: dict) -> Collected:
+                 timings: dict, batch: BatchSize | None = None) -> Collected:
     """Every scheme's variant, from the resume cache or an executor job, scored in scheme order. A job
-    reuses the original's outputs from the shared cache, and stores those it computed there."""
+    reuses the original's outputs from the shared cache, and stores those it computed there. Local jobs
+    start from ``batch``, the batch size as the reference and earlier variants left it."""
     variants, results, samples, evidence, weights, resumed, fp32, findings, decoding = [], [], [], {}, {}, [], None, [], {}
     keys = {s.name: variant_key(s, models.ckpt, models.original, data, cfg) for s in schemes}
     hits = {s.name: cache.get(keys[s.name]) for s in schemes}
@@ -167,7 +168,7 @@ def run_variants(schemes: list, models: Models, original_dir: str | None, data: 
         on_step(Step(text, "variants", finished[0], len(schemes)))
 
     ctx = JobContext(models.model_dir, original_dir, models.ckpt, models.original, work, cfg, step, models.resident, known,
-                     DraftBook() if cfg.draft else None)
+                     DraftBook() if cfg.draft else None, batch or BatchSize(cfg.batch_size))
     jobs = executor.run([s for s in schemes if hits[s.name] is None], ctx)  # in scheme order
     for index, scheme in enumerate(schemes):
         t, finished[0] = time.perf_counter(), index
@@ -253,7 +254,8 @@ def run_audit(
     timings["load_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    reference, reference_info = score_reference(models, data, work, cfg, shared, on_step)
+    batch = BatchSize(cfg.batch_size)  # halved on out-of-memory, and kept so for the rest of the audit
+    reference, reference_info = score_reference(models, data, work, cfg, shared, on_step, batch)
     reference_shared = bool(reference_info.pop("from_shared_cache", False))
     if models.reference is not None:
         timings["reference_s"] = time.perf_counter() - t
@@ -261,7 +263,8 @@ def run_audit(
         models = replace(models, resident=None)
         gc.collect()
 
-    got = run_variants(schemes, models, original_dir, data, work, cfg, reference, cache, shared, executor, on_step, timings)
+    got = run_variants(schemes, models, original_dir, data, work, cfg, reference, cache, shared, executor, on_step, timings,
+                       batch)
     checks, verdict, reason = judge(list(got.results), list(got.variants), cfg.policy)
     findings, notes = input_findings(models, data, reference)
     findings += got.findings

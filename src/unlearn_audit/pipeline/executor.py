@@ -24,7 +24,7 @@ import torch
 
 from ..errors import InputError, first_line
 from ..models.decode import DraftBook
-from ..models.hf import free_device_memory, out_of_memory
+from ..models.hf import BatchSize, free_device_memory, out_of_memory
 from ..quantize.base import Scheme, SchemeUnavailable
 from .types import AuditConfig, Failed, JobContext, JobOutcome, Skipped, Workload
 from .variant import run_variant
@@ -36,7 +36,7 @@ def run_job(scheme: Scheme, ctx: JobContext) -> JobOutcome:
     resident model from the files, so nothing half-built survives)."""
     try:
         return run_variant(scheme, ctx.ckpt, ctx.original, ctx.work, ctx.cfg, ctx.on_step, ctx.resident,
-                           ctx.originals.get(scheme.name), ctx.drafts)
+                           ctx.originals.get(scheme.name), ctx.drafts, ctx.batch)
     except SchemeUnavailable as exc:
         return Skipped(str(exc))
     except Exception as exc:
@@ -84,7 +84,10 @@ def _remote_job(scheme: Scheme, model_dir: str, original_dir: str | None, work: 
             _LOADED[key] = resident_model(ckpt, cfg)
         # a worker's jobs draft from the variants it ran before (the first job of a worker has no draft)
         drafts = _LOADED.setdefault(("drafts", model_dir, original_dir), DraftBook()) if cfg.draft else None
-        ctx = JobContext(model_dir, original_dir, ckpt, original, work, cfg, lambda s: None, _LOADED[key], originals, drafts)
+        # and start from the batch size its earlier jobs were left with after running out of memory
+        batch = _LOADED.setdefault(("batch", *key[1:], cfg.batch_size), BatchSize(cfg.batch_size))
+        ctx = JobContext(model_dir, original_dir, ckpt, original, work, cfg, lambda s: None, _LOADED[key], originals, drafts,
+                         batch)
         return run_job(scheme, ctx)
     except InputError as exc:
         return Failed(str(exc))
