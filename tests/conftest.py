@@ -130,6 +130,28 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _on_the_cpu():
+    """The commands' ``--device auto`` means CUDA wherever torch sees a GPU, but the test run's claims are
+    the CPU's: the golden report records ``"device": "cpu"``, and drafts equal ``generate`` token for token
+    in float32 on the CPU (on a GPU, and in bfloat16, a near tie may go either way). So every command run
+    here defaults to the CPU (``UNLEARN_AUDIT_DEVICE``, which a flag still overrides); tests marked
+    ``gpu`` choose their device themselves (``_gpu_tests_choose_their_device``)."""
+    before = os.environ.get("UNLEARN_AUDIT_DEVICE")
+    os.environ["UNLEARN_AUDIT_DEVICE"] = "cpu"
+    yield
+    if before is None:
+        os.environ.pop("UNLEARN_AUDIT_DEVICE", None)
+    else:
+        os.environ["UNLEARN_AUDIT_DEVICE"] = before
+
+
+@pytest.fixture(autouse=True)
+def _gpu_tests_choose_their_device(request, monkeypatch):
+    if request.node.get_closest_marker("gpu") is not None:
+        monkeypatch.delenv("UNLEARN_AUDIT_DEVICE", raising=False)  # --device auto: the GPU
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _shared_cache(tmp_path_factory):
     """Audits through the CLI share results across runs (``--cache-dir``, by default in the user's cache
     directory); the tests use a directory of their own, so no run reads what an earlier session wrote."""
