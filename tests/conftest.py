@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,25 @@ def on_disk(model, path: Path):
     return SimpleNamespace(path=str(path), model=model, config=model.config, source=source, tokenizer=None)
 
 
+@contextmanager
+def kv_caches(model):
+    """The KV caches that forwards of ``model`` and of its decoder return while the block runs, recorded
+    by forward hooks (None for a forward that built none). transformers 5.x names the output ``cache``,
+    earlier versions ``past_key_values``."""
+    seen: list = []
+
+    def record(module, args, kwargs, out):
+        seen.append(out.get("cache", out.get("past_key_values")) if hasattr(out, "get") else None)
+
+    modules = [model] + ([model.base_model] if model.base_model is not model else [])
+    hooks = [m.register_forward_hook(record, with_kwargs=True) for m in modules]
+    try:
+        yield seen
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` (tests/test_gpu.py) run only where torch sees a CUDA device."""
     if torch.cuda.is_available():
@@ -107,6 +127,28 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _on_the_cpu():
+    """The commands' ``--device auto`` means CUDA wherever torch sees a GPU, but the test run's claims are
+    the CPU's: the golden report records ``"device": "cpu"``, and drafts equal ``generate`` token for token
+    in float32 on the CPU (on a GPU, and in bfloat16, a near tie may go either way). So every command run
+    here defaults to the CPU (``UNLEARN_AUDIT_DEVICE``, which a flag still overrides); tests marked
+    ``gpu`` choose their device themselves (``_gpu_tests_choose_their_device``)."""
+    before = os.environ.get("UNLEARN_AUDIT_DEVICE")
+    os.environ["UNLEARN_AUDIT_DEVICE"] = "cpu"
+    yield
+    if before is None:
+        os.environ.pop("UNLEARN_AUDIT_DEVICE", None)
+    else:
+        os.environ["UNLEARN_AUDIT_DEVICE"] = before
+
+
+@pytest.fixture(autouse=True)
+def _gpu_tests_choose_their_device(request, monkeypatch):
+    if request.node.get_closest_marker("gpu") is not None:
+        monkeypatch.delenv("UNLEARN_AUDIT_DEVICE", raising=False)  # --device auto: the GPU
 
 
 @pytest.fixture(autouse=True, scope="session")

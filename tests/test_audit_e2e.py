@@ -105,3 +105,16 @@ def test_one_forward_pass_per_split_feeds_every_attack(bench, monkeypatch):
         for attack in ("min_k_5", "min_k_40", "min_k_pp_40", "min_k_pp_60", "loss", "zlib"):
             r = result(report, variant, "mink", f"auc_{attack}")
             assert 0.0 <= r["value"] <= 1.0 and r["n"] == 48
+
+
+def test_the_test_run_audits_on_the_cpu_even_where_cuda_is_available(bench, tmp_path, capsys, monkeypatch):
+    """Without --device the tests' commands run on the CPU (tests/conftest.py), whose numbers the golden
+    report and the exact comparisons hold; on a GPU machine --device auto would pick CUDA."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine, which the report names
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "a GPU")
+    code, stdout, err = run_cli(["audit", bench["memoriser"], "--forget", bench["forget"], "--holdout", bench["holdout"],
+                                 "--limit", "4", "--schemes", "fp32", "--out", tmp_path, "--format", "json"], capsys)
+    assert code in (0, 1), err
+    assert json.loads(stdout)["config"]["device"] == "cpu"

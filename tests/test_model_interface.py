@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import kv_caches
 from unlearn_audit.benchmark import tiny
 from unlearn_audit.models.hf import POSITIONS, HFModel
 
@@ -56,6 +57,21 @@ def test_token_scores_match_an_unpadded_forward(build):
         # mu and sigma are the moments of log p under p itself (Min-K%++)
         mu = (logp.exp() * logp).sum(-1)
         assert torch.allclose(torch.tensor(s.mu, dtype=torch.float32), mu, atol=1e-5)
+
+
+@pytest.mark.parametrize("build", [_model, _gpt2, _falcon])
+def test_scoring_builds_no_kv_cache(build):
+    """Scoring is one teacher-forced forward whose KV cache nothing reads; a config's use_cache (true in
+    most checkpoints) must not make it build one, every layer's keys and values held to the end."""
+    model, tok = build()
+    seqs = [tok(t)["input_ids"] for t in ["the quick brown fox", "pack my box", "dog"]]
+    assert model.config.use_cache
+    with kv_caches(model) as seen, torch.no_grad():
+        model(torch.tensor([seqs[0]]))
+    assert seen and seen[-1] is not None  # the hooks see a cache where a plain forward builds one
+    with kv_caches(model) as seen:
+        HFModel("m", model, tok, batch_size=2).token_scores(seqs)
+    assert len(seen) >= 2 and all(cache is None for cache in seen)
 
 
 def test_out_of_memory_halves_the_batch_and_gives_the_same_results():

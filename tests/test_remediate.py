@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from conftest import kv_caches
 from unlearn_audit.benchmark import tiny
 from unlearn_audit.errors import InputError
 from unlearn_audit.models.batch import make_batch
@@ -61,6 +62,19 @@ def test_kl_is_zero_at_the_original_and_positive_elsewhere(setup):
     with torch.no_grad():
         moved.lm_head.weight.add_(0.05 * torch.randn_like(moved.lm_head.weight))
     assert losses.kl_to_original(moved, model, b).item() > 1e-4
+
+
+def test_training_losses_build_no_kv_cache(setup):
+    """The losses' forwards are teacher-forced and read no KV cache; the frozen model's (no_grad) would
+    otherwise hold every layer's keys and values for nothing."""
+    model, tok, seqs = setup
+    b = make_batch(seqs, tok.pad_token_id)
+    assert model.config.use_cache
+    with kv_caches(model) as seen:
+        losses.cross_entropy(model, b)
+        losses.npo_loss(model, model, b)
+        losses.kl_to_original(model, model, b)
+    assert len(seen) >= 5 and all(cache is None for cache in seen)
 
 
 def test_mask_selects_exactly_the_modules_above_the_percentile(setup):

@@ -21,9 +21,9 @@ from typing import Callable
 import torch
 
 from . import stats
-from .errors import InputError
+from .errors import InputError, first_line
 from .models.decode import DraftBook
-from .models.hf import HFModel, context_length
+from .models.hf import BatchSize, HFModel, context_length, free_device_memory, out_of_memory
 from .models.loading import Checkpoint, load_checkpoint, materialise, open_checkpoint
 from .models.weights import fill
 from .pipeline.cache import VariantCache, original_key, reference_key, variant_key
@@ -109,9 +109,12 @@ def as_computed(cfg: AuditConfig, resident) -> AuditConfig:
 
 
 def score_reference(models: Models, data: AuditData, work: Workload, cfg: AuditConfig, shared: VariantCache,
-                    on_step) -> tuple[stats.Reference, dict]:
+                    on_step, batch: BatchSize | None = None) -> tuple[stats.Reference, dict]:
     """PrivLeak's reference: the retrained model's headline Min-K% scores on the same documents (from the
-    shared cache when an earlier audit scored them), else a published AUC given by the user, else 0.5."""
+    shared cache when an earlier audit scored them), else a published AUC given by the user, else 0.5.
+    It is scored in batches of ``batch``, halved on out-of-memory like a variant's (and kept halved for the
+    variants). A reference that does not fit even so ends the audit in one line: unlike a variant, it
+    cannot be skipped, as every PrivLeak value is measured against it."""
     if cfg.reference_auc is not None:  # a published constant, e.g. MUSE's 0.4772 (NEWS) or 0.5393 (BOOKS)
         return stats.Reference(fixed=cfg.reference_auc), {"source": "--reference-auc (given by the user, not measured)",
                                                           "auc": cfg.reference_auc}
@@ -127,18 +130,31 @@ def score_reference(models: Models, data: AuditData, work: Workload, cfg: AuditC
         f, h = (o.values for o in hit.outputs)
         return stats.Reference(f, h), {**info, "auc": mink.auc(f, h), "from_shared_cache": True}
     on_step("scoring the reference model")
-    resident = models.resident
-    if dict(ref.source.shapes) == dict(models.ckpt.source.shapes):
-        model = resident  # streamed into the resident model, which every variant refills
-        fill(model, ref.source)
-    else:  # another architecture: its own model, like the resident one, freed after
-        model = materialise(ref, next(resident.parameters()).dtype, next(resident.parameters()).device)
-    scored = HFModel("reference", model, models.ckpt.tokenizer, cfg.batch_size)
-    probe, items = PROBES["mink"], work.prepared["mink"]
-    outs = tuple(next(o for o in probe.run(scored, models.ckpt.tokenizer, items[split], split) if o.metric == top)
-                 for split in ("forget", "holdout"))
+    resident, model, scored, doing = models.resident, None, None, "loading"
+    try:
+        if dict(ref.source.shapes) == dict(models.ckpt.source.shapes):
+            model = resident  # streamed into the resident model, which every variant refills
+            fill(model, ref.source)
+        else:  # another architecture: its own model, like the resident one, freed after
+            model = materialise(ref, next(resident.parameters()).dtype, next(resident.parameters()).device)
+        doing = "scoring"
+        scored = HFModel("reference", model, models.ckpt.tokenizer, batch or BatchSize(cfg.batch_size))
+        probe, items = PROBES["mink"], work.prepared["mink"]
+        outs = tuple(next(o for o in probe.run(scored, models.ckpt.tokenizer, items[split], split) if o.metric == top)
+                     for split in ("forget", "holdout"))
+    except Exception as exc:
+        where = out_of_memory(exc)
+        if where is None:
+            raise
+        failed = (f"out of {where} memory {doing} the reference model {ref.path} ({first_line(exc)}); "
+                  "run on a device with more memory (--device), or give a published AUC with --reference-auc instead")
+    else:
+        failed = None
     del model, scored
     gc.collect()
+    if failed is not None:
+        free_device_memory()
+        raise InputError(failed)
     shared.put(key, VariantRun(outs, (), None))
     f, h = (o.values for o in outs)
     return stats.Reference(f, h), {**info, "auc": mink.auc(f, h)}
@@ -146,9 +162,10 @@ def score_reference(models: Models, data: AuditData, work: Workload, cfg: AuditC
 
 def run_variants(schemes: list, models: Models, original_dir: str | None, data: AuditData, work: Workload, cfg: AuditConfig,
                  reference: stats.Reference, cache: VariantCache, shared: VariantCache, executor, on_step,
-                 timings: dict) -> Collected:
+                 timings: dict, batch: BatchSize | None = None) -> Collected:
     """Every scheme's variant, from the resume cache or an executor job, scored in scheme order. A job
-    reuses the original's outputs from the shared cache, and stores those it computed there."""
+    reuses the original's outputs from the shared cache, and stores those it computed there. Local jobs
+    start from ``batch``, the batch size as the reference and earlier variants left it."""
     variants, results, samples, evidence, weights, resumed, fp32, findings, decoding = [], [], [], {}, {}, [], None, [], {}
     keys = {s.name: variant_key(s, models.ckpt, models.original, data, cfg) for s in schemes}
     hits = {s.name: cache.get(keys[s.name]) for s in schemes}
@@ -160,7 +177,7 @@ def run_variants(schemes: list, models: Models, original_dir: str | None, data: 
         on_step(Step(text, "variants", finished[0], len(schemes)))
 
     ctx = JobContext(models.model_dir, original_dir, models.ckpt, models.original, work, cfg, step, models.resident, known,
-                     DraftBook() if cfg.draft else None)
+                     DraftBook() if cfg.draft else None, batch or BatchSize(cfg.batch_size))
     jobs = executor.run([s for s in schemes if hits[s.name] is None], ctx)  # in scheme order
     for index, scheme in enumerate(schemes):
         t, finished[0] = time.perf_counter(), index
@@ -246,7 +263,8 @@ def run_audit(
     timings["load_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    reference, reference_info = score_reference(models, data, work, cfg, shared, on_step)
+    batch = BatchSize(cfg.batch_size)  # halved on out-of-memory, and kept so for the rest of the audit
+    reference, reference_info = score_reference(models, data, work, cfg, shared, on_step, batch)
     reference_shared = bool(reference_info.pop("from_shared_cache", False))
     if models.reference is not None:
         timings["reference_s"] = time.perf_counter() - t
@@ -256,7 +274,8 @@ def run_audit(
         if torch.cuda.is_available():  # hand the driver's GPU memory back for the workers
             torch.cuda.empty_cache()
 
-    got = run_variants(schemes, models, original_dir, data, work, cfg, reference, cache, shared, executor, on_step, timings)
+    got = run_variants(schemes, models, original_dir, data, work, cfg, reference, cache, shared, executor, on_step, timings,
+                       batch)
     checks, verdict, reason = judge(list(got.results), list(got.variants), cfg.policy)
     findings, notes = input_findings(models, data, reference)
     findings += got.findings

@@ -10,6 +10,13 @@ class InputError(Exception):
     """
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name where it has none), for a one-line
+    report of what went wrong."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def parse(text: str, where: str, fmt: str = "JSON", line: int | None = None):
     """``json.loads`` or ``tomllib.loads`` (``fmt="TOML"``), with every way a hostile file breaks them as
     one ``InputError`` line naming ``where`` (and the line): bad syntax, nesting deep enough to exhaust

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from contextlib import contextmanager
 from typing import Sequence
 
@@ -19,49 +20,95 @@ POSITIONS = 64  # positions scored together: 64 × 49,152 float32 logits is 12.6
 PLAIN_HEAD = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi3", "olmo", "olmo2", "opt"})
 
 
-def _batches(order: list[int], size: int) -> list[list[int]]:
-    return [order[i : i + size] for i in range(0, len(order), size)]
+# What a failed allocation says where it is not torch.OutOfMemoryError (or Python's MemoryError). cuBLAS
+# allocates its handle and workspace outside torch's caching allocator, so a GPU that torch has filled
+# fails there as a CUDA error: "CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)", and often
+# as CUBLAS_STATUS_NOT_INITIALIZED, which cublasCreate also returns when it cannot allocate. torch's CPU
+# allocator raises a plain RuntimeError.
+OOM_MESSAGES = {
+    "GPU": ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_NOT_INITIALIZED"),
+    "CPU": ("DefaultCPUAllocator: can't allocate memory",),
+}
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+def out_of_memory(exc: BaseException) -> str | None:
+    """``"GPU"`` or ``"CPU"`` when ``exc`` is a failed allocation there, else None. A smaller batch may
+    fit where this one did not; any other error is a bug or bad input, and retrying would hide it."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "GPU"
+    if isinstance(exc, MemoryError):
+        return "CPU"
+    if isinstance(exc, RuntimeError):
+        text = str(exc)
+        for where in ("CPU", "GPU"):
+            if any(m in text for m in OOM_MESSAGES[where]):
+                return where
+    return None
+
+
+def free_device_memory() -> None:
+    """Collect what the failed work left and give the GPU's cached blocks back to the driver: torch would
+    reuse them itself, but cuBLAS allocates outside its cache and cannot. A no-op on the GPU where CUDA
+    was never initialised. Call it once the failed work's tensors are unreferenced, outside the
+    ``except`` block, whose exception's traceback keeps them alive."""
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+class BatchSize:
+    """The batch size every model of one audit starts from. Out of memory halves it (``_each_batch``),
+    and the smaller size stays for the rest of the audit: the reference and every variant fill the same
+    resident model and run the same workload, so a later one would only fail the same batch again."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
 
 
 class HFModel:
     """Wraps a loaded transformers model. Sequences are sorted by length so batches pad little."""
 
     def __init__(
-        self, name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 8,
+        self, name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int | BatchSize = 8,
         drafts: DraftBook | None = None, role: str = "audited", share_prefix: bool = False,
     ) -> None:
-        """``drafts``: earlier variants' outputs to verify instead of decoding token by token;
-        ``share_prefix``: encode the prompts' common prefix once per call (models/decode.py). With
-        neither, greedy decoding is transformers' ``generate``, the plain path."""
+        """``batch_size``: a number, or the audit's shared ``BatchSize``, which this model halves on
+        out-of-memory for every model after it; ``drafts``: earlier variants' outputs to verify instead of
+        decoding token by token; ``share_prefix``: encode the prompts' common prefix once per call
+        (models/decode.py). With neither, greedy decoding is transformers' ``generate``, the plain path."""
         self.name = name
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.batch_size = batch_size
+        self.batch = batch_size if isinstance(batch_size, BatchSize) else BatchSize(batch_size)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.device = next(model.parameters()).device
         self.drafts, self.role, self.share_prefix = drafts, role, share_prefix
         #: Greedy tokens generated, draft tokens offered, and draft tokens accepted, over every call.
         self.decoding = {"generated": 0, "drafted": 0, "accepted": 0}
 
+    @property
+    def batch_size(self) -> int:
+        return self.batch.value
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.batch.value = value
+
     def _each_batch(self, order: list[int], work) -> None:
         """Run ``work(batch)`` over ``order`` in batches; on out-of-memory, halve the batch size for the
-        rest of the run and retry. Results do not depend on the batch size (tests check it)."""
-        pending = _batches(order, self.batch_size)
-        while pending:
-            batch = pending.pop(0)
+        rest of the audit and go on from the failed batch, every later batch at the smaller size too.
+        Results do not depend on the batch size (tests check it)."""
+        done = 0
+        while done < len(order):
+            batch = order[done : done + self.batch_size]
             try:
                 work(batch)
+                done += len(batch)
+                continue
             except Exception as exc:
-                if not _is_oom(exc) or len(batch) == 1:
+                if out_of_memory(exc) is None or len(batch) == 1:
                     raise
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                self.batch_size = max(1, len(batch) // 2)
-                pending = _batches(batch, self.batch_size) + pending
+            free_device_memory()
+            self.batch_size = max(1, len(batch) // 2)
 
     @torch.inference_mode()
     def token_scores(self, sequences: Sequence[Sequence[int]]) -> list[TokenScores]:
@@ -93,13 +140,16 @@ class HFModel:
         """``(row, a, b) -> that row's logits at positions a..b-1``. Where the logits are just the output
         head on the last hidden state (PLAIN_HEAD), the batch keeps only its hidden states and the head
         runs per row, so a batch's full logits (16 × 300 positions × SmolLM2's 49,152-token vocabulary is
-        0.94 GB in float32) are never resident at once; other models get one ordinary forward."""
+        0.94 GB in float32) are never resident at once; other models get one ordinary forward.
+        ``use_cache=False``: with a config's ``use_cache: true`` (most checkpoints) the forward would also
+        build a KV cache that nothing reads, every layer's keys and values held until it returns (0.5 MB
+        per token on Llama-2-7B in bfloat16)."""
         split = split_head(self.model)
         if split is not None:
             head, base = split
-            hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
+            hidden = base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             return lambda row, a, b: head(hidden[row, a:b])
-        logits = self.model(input_ids=ids, attention_mask=mask).logits
+        logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         return lambda row, a, b: logits[row, a:b]
 
     def context_length(self) -> int | None:

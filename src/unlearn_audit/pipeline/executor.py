@@ -18,13 +18,13 @@ checks that the Ray executor's results equal the local executor's).
 
 from __future__ import annotations
 
-import gc
 from typing import Iterator
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..models.decode import DraftBook
+from ..models.hf import BatchSize, free_device_memory, out_of_memory
 from ..quantize.base import Scheme, SchemeUnavailable
 from .types import AuditConfig, Failed, JobContext, JobOutcome, Skipped, Workload
 from .variant import run_variant
@@ -36,20 +36,16 @@ def run_job(scheme: Scheme, ctx: JobContext) -> JobOutcome:
     resident model from the files, so nothing half-built survives)."""
     try:
         return run_variant(scheme, ctx.ckpt, ctx.original, ctx.work, ctx.cfg, ctx.on_step, ctx.resident,
-                           ctx.originals.get(scheme.name), ctx.drafts)
+                           ctx.originals.get(scheme.name), ctx.drafts, ctx.batch)
     except SchemeUnavailable as exc:
         return Skipped(str(exc))
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        where = "GPU" if isinstance(exc, torch.OutOfMemoryError) else "CPU"
-        return Skipped(f"out of {where} memory while building or probing this variant ({_first_line(exc)})")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    except Exception as exc:
+        where = out_of_memory(exc)
+        if where is None:
+            raise
+        reason = f"out of {where} memory while building or probing this variant ({first_line(exc)})"
+    free_device_memory()  # here, where the failed variant's tensors are no longer referenced
+    return Skipped(reason)
 
 
 class LocalExecutor:
@@ -88,7 +84,10 @@ def _remote_job(scheme: Scheme, model_dir: str, original_dir: str | None, work: 
             _LOADED[key] = resident_model(ckpt, cfg)
         # a worker's jobs draft from the variants it ran before (the first job of a worker has no draft)
         drafts = _LOADED.setdefault(("drafts", model_dir, original_dir), DraftBook()) if cfg.draft else None
-        ctx = JobContext(model_dir, original_dir, ckpt, original, work, cfg, lambda s: None, _LOADED[key], originals, drafts)
+        # and start from the batch size its earlier jobs were left with after running out of memory
+        batch = _LOADED.setdefault(("batch", *key[1:], cfg.batch_size), BatchSize(cfg.batch_size))
+        ctx = JobContext(model_dir, original_dir, ckpt, original, work, cfg, lambda s: None, _LOADED[key], originals, drafts,
+                         batch)
         return run_job(scheme, ctx)
     except InputError as exc:
         return Failed(str(exc))

@@ -122,6 +122,7 @@ class JobContext:
     # The original's outputs per scheme already in the shared cache (pipeline/cache.py): not recomputed.
     originals: Mapping[str, tuple[ProbeOutput, ...]] = field(default_factory=dict)
     drafts: Any = None  # earlier variants' greedy outputs (models/decode.DraftBook); None under --no-draft
+    batch: Any = None  # the batch size the models start from (models/hf.BatchSize), halved on out-of-memory
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 
 from ..machine import computes_fast
 from ..models.decode import DraftBook
-from ..models.hf import HFModel
+from ..models.hf import BatchSize, HFModel
 from ..models.weights import empty_model
 from ..probes.base import ROLES, ProbeOutput
 from ..probes.registry import plan
@@ -46,14 +46,16 @@ def probe_all(model: HFModel, tok, work: Workload, roles: tuple[str, ...] = ROLE
 
 def run_variant(scheme: Scheme, ckpt: Checkpoint, original: Checkpoint | None, work: Workload, cfg: AuditConfig,
                 on_step, resident, original_outputs: tuple[ProbeOutput, ...] | None = None,
-                drafts: DraftBook | None = None) -> VariantRun:
+                drafts: DraftBook | None = None, batch: BatchSize | None = None) -> VariantRun:
     """One variant of the audited checkpoint, and the original's under the same scheme (unless its
     outputs are given, from the shared cache), both built in ``resident``, probed, and compared weight by
     weight straight from the two checkpoints' files. ``drafts`` holds earlier variants' greedy outputs,
-    which this variant's decoding verifies instead of generating token by token."""
+    which this variant's decoding verifies instead of generating token by token; ``batch`` is the audit's
+    batch size, as earlier variants left it (models/hf.BatchSize)."""
+    batch = batch or BatchSize(cfg.batch_size)
     on_step(f"{scheme.name}: building and probing")
     decoding: dict[str, dict] = {"audited": {}}
-    outs = probe_scheme(scheme, ckpt, ckpt.tokenizer, work, cfg, ROLES, resident, drafts, "audited", decoding["audited"])
+    outs = probe_scheme(scheme, ckpt, ckpt.tokenizer, work, cfg, ROLES, resident, drafts, "audited", decoding["audited"], batch)
     orig_outs: list[ProbeOutput] = []
     fx = None
     if original is not None and original_outputs is not None:
@@ -64,7 +66,7 @@ def run_variant(scheme: Scheme, ckpt: Checkpoint, original: Checkpoint | None, w
             # decoded with the audited model's tokenizer, which tokenized the workload (same vocabulary, checked)
             decoding["original"] = {}
             orig_outs = probe_scheme(scheme, original, ckpt.tokenizer, work, cfg, ORIGINAL_ROLES, resident, drafts, "original",
-                                     decoding["original"])
+                                     decoding["original"], batch)
         except SchemeUnavailable:
             pass
     if original is not None and scheme.bits and scheme.bits < 32:
@@ -81,16 +83,18 @@ def run_variant(scheme: Scheme, ckpt: Checkpoint, original: Checkpoint | None, w
 
 def probe_scheme(scheme: Scheme, source: Checkpoint, tok, work: Workload, cfg: AuditConfig,
                  roles: tuple[str, ...] = ROLES, resident=None, drafts: DraftBook | None = None, role: str = "audited",
-                 decoding: dict | None = None) -> list[ProbeOutput]:
+                 decoding: dict | None = None, batch: BatchSize | None = None) -> list[ProbeOutput]:
     """Build ``scheme`` on ``source`` (into ``resident`` when given) and probe it. A seeded scheme
     (weight noise) is built once per seed and each sample's scores are averaged over the draws; the
     first draw's generations are the evidence. Greedy decoding verifies ``drafts`` and shares prompt
-    prefixes unless ``--no-draft``; its token counts are added to ``decoding``."""
+    prefixes unless ``--no-draft``; its token counts are added to ``decoding``. Every draw starts from
+    ``batch`` (``--batch-size``, or what out-of-memory left of it)."""
     text = work.relearn if scheme.relearns else work.calibration
+    batch = batch or BatchSize(cfg.batch_size)
     runs = []
     for draw in scheme.seeded():
         built = place(draw.build(source, text, into=resident), cfg)
-        model = HFModel(scheme.name, built, tok, cfg.batch_size, drafts=drafts if cfg.draft else None, role=role,
+        model = HFModel(scheme.name, built, tok, batch, drafts=drafts if cfg.draft else None, role=role,
                         share_prefix=cfg.draft)
         runs.append(probe_all(model, tok, work, roles))
         if decoding is not None:

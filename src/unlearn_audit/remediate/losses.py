@@ -18,8 +18,12 @@ from ..models.batch import Batch
 
 
 def _logits(model, b: Batch) -> torch.Tensor:
+    """Next-token logits of a teacher-forced batch. No KV cache: nothing decodes after this forward, and
+    a config's ``use_cache: true`` would hold every layer's keys and values until it returns; under
+    ``no_grad`` (the frozen reference's and original's forwards) nothing else keeps them."""
     device = next(model.parameters()).device
-    return model(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device)).logits[:, :-1].float()
+    ids, mask = b.input_ids.to(device), b.attention_mask.to(device)
+    return model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
 
 
 def cross_entropy(model, b: Batch) -> torch.Tensor:
