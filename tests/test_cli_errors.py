@@ -159,10 +159,11 @@ def test_device_and_dtype_conflicts_are_one_line_errors(untrained, sets, capsys)
 
     _, good = sets
     base = ["audit", untrained, "--forget", good, "--holdout", good]
-    one_line_error(*run([*base, "--dtype", "float16", "--device", "cpu"], capsys), "--dtype must be auto, float32 or bfloat16")
-    one_line_error(*run([*base, "--device", "tpu"], capsys), "--device must be")
+    one_line_error(*run([*base, "--dtype", "float8", "--device", "cpu"], capsys), "--dtype must be auto, float32, bfloat16, float16")
+    one_line_error(*run([*base, "--device", "tpu"], capsys), "--device must be cpu, cuda, cuda:N or auto")
     if not torch.cuda.is_available():
         one_line_error(*run([*base, "--device", "cuda"], capsys), "no CUDA device")
+        one_line_error(*run([*base, "--device", "cuda:1"], capsys), "--device cuda:1", "no CUDA device")
 
 
 def test_overlapping_sets_are_refused_and_duplicates_noted(untrained, sets, capsys, tmp_path):
