@@ -131,9 +131,9 @@ class HFModel:
                 probs = logp.exp()
                 mu = (probs * logp).sum(-1)
                 sigma = ((probs * logp.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
-                parts.append(torch.stack([logp.gather(-1, target).squeeze(-1), mu, sigma]).cpu())
+                parts.append(torch.stack([logp.gather(-1, target).squeeze(-1), mu, sigma]))  # on the device: one copy per row
                 del logp, probs
-            lp, mu, sigma = (torch.cat(parts, dim=1) if parts else torch.zeros(3, 0)).double().numpy()
+            lp, mu, sigma = (torch.cat(parts, dim=1).cpu() if parts else torch.zeros(3, 0)).double().numpy()
             out[i] = TokenScores(logprobs=lp, mu=mu, sigma=sigma)
 
     def _logit_rows(self, ids: torch.Tensor, mask: torch.Tensor):
