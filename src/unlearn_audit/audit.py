@@ -276,7 +276,7 @@ def run_audit(
 
     got = run_variants(schemes, models, original_dir, data, work, cfg, reference, cache, shared, executor, on_step, timings,
                        batch)
-    checks, verdict, reason = judge(list(got.results), list(got.variants), cfg.policy)
+    checks, verdict, reason = judge(list(got.results), list(got.variants), cfg.policy, cfg.default_schemes)
     findings, notes = input_findings(models, data, reference)
     findings += got.findings
     if findings:

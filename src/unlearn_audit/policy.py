@@ -168,9 +168,14 @@ def _decide(r: Result, limit: float, two_sided: bool, label: str, min_n: int, al
     return INCONCLUSIVE, f"{ci} straddles {bound}: more documents needed to decide"
 
 
-def judge(results: list[Result], variants: list[Variant], policy: Policy) -> tuple[list[Check], str, str]:
+def judge(results: list[Result], variants: list[Variant], policy: Policy, default_schemes: bool = False) -> tuple[list[Check], str, str]:
     """Checks per built variant (the ones each registered probe declares), then the overall verdict:
-    the worst variant decides."""
+    the worst variant decides.
+
+    ``default_schemes``: the schemes are the tool's defaults, not the user's choice. Then a default that
+    could not run here (bnb-fp4 without bitsandbytes: the paper's own 4-bit setting) caps the verdict at
+    INCONCLUSIVE, so a release gate never passes on a weaker audit than it asked for without a word. A
+    policy that names its ``required_schemes`` decides that instead, as does an explicit ``--schemes``."""
     by_key = {(r.variant, r.probe, r.metric): r for r in results}
     checks: list[Check] = []
     for v in variants:
@@ -191,6 +196,12 @@ def judge(results: list[Result], variants: list[Variant], policy: Policy) -> tup
     missing = [s for s in policy.required_schemes or () if s not in built]
     if missing and verdict == PASS:  # a scheme the policy requires never ran: no PASS without it
         verdict, reason = INCONCLUSIVE, f"required scheme(s) not audited: {', '.join(missing)}"
+    unrun = [v for v in variants if v.status != "built"] if default_schemes and policy.required_schemes is None else []
+    if unrun and verdict == PASS:
+        verdict, reason = INCONCLUSIVE, (
+            "default scheme(s) could not run here, so the audit is weaker than the default gate: "
+            + "; ".join(f"{v.name}: {v.reason}" for v in unrun)
+            + ". Make them run, or choose --schemes (or a policy's required_schemes) to audit without them")
     return checks, verdict, reason
 
 

@@ -51,6 +51,7 @@ class AuditConfig:
     ``remediate --verify`` re-audit, the demo and library callers all get the same one-line errors."""
 
     schemes: tuple[str, ...] = DEFAULT_SCHEMES
+    default_schemes: bool = False  # the schemes are the tool's defaults, not chosen: one that cannot run caps the verdict (policy.judge)
     seed: int = 0
     bootstrap: int = 1000
     batch_size: int = 8

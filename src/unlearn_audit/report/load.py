@@ -115,7 +115,8 @@ def _structure_problem(report: dict) -> tuple[str, str] | None:
 
 def rejudge(report: dict, policy: Policy, source: str) -> dict:
     results = [Result.from_dict(r) for r in report["results"]]
-    checks, verdict, reason = judge(results, [Variant.from_dict(v) for v in report["variants"]], policy)
+    default = report["config"].get("schemes_source") == "default"
+    checks, verdict, reason = judge(results, [Variant.from_dict(v) for v in report["variants"]], policy, default)
     if report.get("findings"):  # changed inputs, NaN weights: facts about the audit, not thresholds
         verdict, reason = "INCONCLUSIVE", report["findings"][0]
     out = copy.deepcopy(report)
