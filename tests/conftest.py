@@ -146,6 +146,13 @@ def _on_the_cpu():
 
 
 @pytest.fixture(autouse=True)
+def _in_a_scratch_directory(tmp_path_factory, monkeypatch):
+    """``audit`` without ``--out`` writes ./unlearn-audit-report: each test runs in a directory of its own,
+    so no test writes into the checkout or reads what another left there."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(autouse=True)
 def _gpu_tests_choose_their_device(request, monkeypatch):
     if request.node.get_closest_marker("gpu") is not None:
         monkeypatch.delenv("UNLEARN_AUDIT_DEVICE", raising=False)  # --device auto: the GPU

@@ -116,5 +116,5 @@ def test_the_test_run_audits_on_the_cpu_even_where_cuda_is_available(bench, tmp_
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "a GPU")
     code, stdout, err = run_cli(["audit", bench["memoriser"], "--forget", bench["forget"], "--holdout", bench["holdout"],
                                  "--limit", "4", "--schemes", "fp32", "--out", tmp_path, "--format", "json"], capsys)
-    assert code in (0, 1), err
+    assert code in (0, 1, 4), err
     assert json.loads(stdout)["config"]["device"] == "cpu"

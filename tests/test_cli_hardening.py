@@ -36,7 +36,7 @@ def weird_audit(bench, tmp_path_factory):
 
 def test_markup_in_the_out_path_keeps_the_verdicts_exit_code(weird_audit):
     code, out = weird_audit
-    assert code in (0, 1)
+    assert code in (0, 1, 4)
     assert (out / "report.json").is_file() and (out / "report.html").is_file()
 
 
@@ -60,7 +60,7 @@ def test_report_output_equal_to_its_input_is_refused(weird_audit, tmp_path, caps
     assert copy.read_bytes() == before
 
 
-@pytest.mark.parametrize("inside", ["config.json", "model.safetensors", "new.json"])
+@pytest.mark.parametrize("inside", [".", "sub"])
 def test_diff_out_inside_a_compared_checkpoint_is_refused(bench, tmp_path, capsys, inside):
     a, b = tmp_path / "A", tmp_path / "B"
     shutil.copytree(bench["clean"], a)
@@ -130,7 +130,7 @@ def test_the_fallback_check_without_jsonschema(weird_audit, tmp_path, capsys, mo
     one_line_error(*run(["report", path, "--format", "md"], capsys), "results[0].value")
     path.write_text((out / "report.json").read_text())
     code, err = run(["report", path, "--format", "md"], capsys)
-    assert code in (0, 1), err
+    assert code in (0, 1, 4), err
 
 
 # 4. a GPT-2 model whose context is shorter than prompt + generation
@@ -145,7 +145,7 @@ def test_a_gpt2_with_a_short_context_is_audited(bench, tmp_path, capsys):
                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     model_dir = write_checkpoint(GPT2LMHeadModel(config), tok, tmp_path / "gpt2")
     code, err = run(audit_args(bench, model_dir, "--out", tmp_path / "out"), capsys)
-    assert code in (0, 1), err
+    assert code in (0, 1, 4), err
     assert (tmp_path / "out" / "report.json").is_file()
 
 
@@ -177,7 +177,7 @@ def test_warnings_become_one_prefixed_line(bench, tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(mink, "min_k", noisy)
     before = warnings.showwarning
     code, err = run(audit_args(bench, bench["clean"], "--out", tmp_path / "out", "--fresh"), capsys)
-    assert code in (0, 1), err
+    assert code in (0, 1, 4), err
     lines = [line for line in err.splitlines() if line.strip()]
     assert any(line.startswith("unlearn-audit: warning: ") and "line1 line2" in line for line in lines), err
     assert all(line.startswith("unlearn-audit: ") for line in lines), err

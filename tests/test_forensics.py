@@ -66,10 +66,10 @@ def test_a_constructed_perturbation_gives_the_hand_count(pair):
 def test_diff_command_streams_the_same_numbers(pair, tmp_path, capsys):
     original, moved, k, a, b = pair
     with pytest.raises(SystemExit) as exc:
-        main(["diff", str(a), str(b), "--schemes", "rtn-int4,nf4,gguf-q4_0", "--format", "json", "--out", str(tmp_path / "d.json")])
+        main(["diff", str(a), str(b), "--schemes", "rtn-int4,nf4,gguf-q4_0", "--format", "json", "-o", str(tmp_path / "d")])
     assert exc.value.code == 0
     got = json.loads(capsys.readouterr().out)
-    assert json.loads((tmp_path / "d.json").read_text()) == got
+    assert json.loads((tmp_path / "d" / "diff.json").read_text()) == got
     expected = compare(model_pairs(original, moved), [get_scheme(n) for n in ("rtn-int4", "nf4", "gguf-q4_0")])
     for name, e in expected.items():
         for key in ("code_overlap", "scale_changed", "changed_same_cell", "changed_in_zero_cell", "changed_fraction"):

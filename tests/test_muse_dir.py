@@ -63,7 +63,7 @@ def muse(bench, tmp_path_factory) -> Path:
 def test_a_muse_directory_round_trips_through_the_audit(bench, muse, tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, err = run(["audit", bench["memoriser"], "--muse", muse, "--schemes", "fp32", "--out", out, "--format", "json"], capsys)
-    assert code in (0, 1), err
+    assert code in (0, 1, 4), err
     report = json.loads((out / "report.json").read_text())
     assert schema_errors(report) == []
     inputs = report["inputs"]

@@ -171,7 +171,7 @@ def test_remediate_verify_writes_checkpoint_and_report_and_exits_with_the_audit_
     with pytest.raises(SystemExit) as exc:
         main([str(a) for a in args])
     report = json.loads((out / "report.json").read_text())
-    assert exc.value.code == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 1}[report["verdict"]]
+    assert exc.value.code == {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 4}[report["verdict"]]
     assert json.loads(capsys.readouterr().out) == report
     assert (out / "model" / "unlearning.json").is_file() and report["inputs"]["model"]["path"] == str(out / "model")
 

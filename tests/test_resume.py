@@ -88,7 +88,7 @@ def test_a_cache_that_is_not_a_directory_or_holds_junk_is_noted_not_a_crash(benc
     with pytest.raises(SystemExit) as exc:
         main([str(a) for a in [*base, "--out", out]])
     report = json.loads(capsys.readouterr().out)
-    assert exc.value.code in (0, 1) and any("resume cache not written" in n for n in report["config"]["notes"])
+    assert exc.value.code in (0, 1, 4) and any("resume cache not written" in n for n in report["config"]["notes"])
     good = tmp_path / "b"
     for _ in range(2):  # the second run resumes fp32 from the cache
         with pytest.raises(SystemExit):

@@ -7,8 +7,23 @@ from typing import Optional
 
 import typer
 
-from ..quantize.registry import DEFAULT_SCHEMES
-from .common import ENV, FailOn, InputError, OutputFormat, Steps, app, audit_config, check_not_input, check_out, emit, model_ref
+from .common import (
+    DEFAULT_OUT,
+    ENV,
+    OUT_HELP,
+    QUIET_HELP,
+    SCHEMES_HELP,
+    AuditFormat,
+    FailOn,
+    InputError,
+    Steps,
+    app,
+    audit_config,
+    check_not_input,
+    check_out,
+    emit,
+    model_ref,
+)
 
 
 @app.command()
@@ -31,10 +46,12 @@ def audit(
     original: Optional[Path] = typer.Option(None, help="The model before unlearning (for retention)."),
     reference: Optional[Path] = typer.Option(None, help="A model retrained without the forget set."),
     reference_auc: Optional[float] = typer.Option(None, help="Known reference AUC instead of --reference (MUSE: 0.4772 NEWS, 0.5393 BOOKS)."),
-    schemes: str = typer.Option(",".join(DEFAULT_SCHEMES), envvar=ENV("schemes"), help="Comma-separated scheme names (see `schemes`)."),
-    out: Optional[Path] = typer.Option(None, envvar=ENV("out"), help="Directory for report.json."),
+    schemes: Optional[str] = typer.Option(None, envvar=ENV("schemes"), help=SCHEMES_HELP),
+    out: Path = typer.Option(DEFAULT_OUT, "-o", "--out", envvar=ENV("out"), help=OUT_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", envvar=ENV("quiet"), help=QUIET_HELP),
     seed: int = typer.Option(0, envvar=ENV("seed"), help="Seed for the bootstrap and any randomness."),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", envvar=ENV("format"), help="stdout format."),
+    fmt: AuditFormat = typer.Option(AuditFormat.table, "--format", envvar=ENV("format"),
+                                    help="What to print on stdout: the table, the report JSON, or its Markdown or JUnit view."),
     batch_size: int = typer.Option(8, min=1, envvar=ENV("batch-size"), help="Sequences per forward/generate batch."),
     backend: str = typer.Option("reference", envvar=ENV("backend"),
                                 help="reference (the tool's exact algorithms) or library (bitsandbytes/torchao twins)."),
@@ -47,7 +64,7 @@ def audit(
                               "computes it fast: bfloat16 on an Ampere+ GPU or a CPU with AVX512-BF16/AMX, float16 on a GPU or "
                               "an AMX-FP16 CPU; else float32), float32, bfloat16, float16."),
     fail_on: FailOn = typer.Option(FailOn.inconclusive, envvar=ENV("fail-on"),
-                                   help="Exit non-zero on: inconclusive (FAIL or INCONCLUSIVE) or fail (FAIL only)."),
+                                   help="inconclusive: FAIL exits 1 and INCONCLUSIVE 4; fail: INCONCLUSIVE exits 0."),
     muse_strict: bool = typer.Option(False, help="Literal MUSE prompts: trailing-space KnowMem query, 128-token VerbMem."),
     executor: str = typer.Option("local", envvar=ENV("executor"),
                                  help="Where variant jobs run: local (here, one at a time) or ray (a Ray cluster; the ray extra)."),
@@ -58,7 +75,10 @@ def audit(
                                   help="Decode each variant token by token with transformers' generate, instead of verifying the "
                                   "previous variant's outputs as drafts and encoding shared prompt prefixes once."),
 ) -> None:
-    """Audit a checkpoint: quantize it under each scheme, probe every variant, and give a verdict."""
+    """Audit a checkpoint: quantize it under each scheme, probe every variant, and give a verdict.
+
+    Exit codes: 0 PASS, 1 FAIL, 2 bad input, 3 internal error, 4 INCONCLUSIVE (0 with --fail-on fail).
+    """
     from dataclasses import replace
 
     from ..audit import run_audit
@@ -105,14 +125,14 @@ def audit(
         calibration=load_texts(calibration) if calibration else None,
         relearn=relearn_set,
     )
-    with Steps() as steps:
+    with Steps(quiet=quiet) as steps:
         report = run_audit(
             model_dir, data, cfg,
             original_dir=original,
             reference_dir=reference,
             adapter_dir=adapter,
             on_step=steps,
-            cache=VariantCache(out / ".cache" if out is not None else None, fresh),
+            cache=VariantCache(out / ".cache", fresh),
             executor=jobs,
             shared=VariantCache(cache_dir or shared_dir(), fresh),
         )

@@ -24,7 +24,12 @@ try:  # typer >= 0.20 vendors its own click; usage errors are raised from there
 except ImportError:  # pragma: no cover - older typer uses the click package
     from click import exceptions as click_exc  # noqa: F401
 
-EXIT = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 1}
+#: The exit codes a release gate branches on. INCONCLUSIVE has its own code, so a pipeline can tell "remembers
+#: the forget set" (1) from "not enough evidence to say" (4) without reading the JSON; ``--fail-on fail`` turns
+#: INCONCLUSIVE into 0. 2 is bad input and 3 a bug in the tool (cli/main.py), never a verdict.
+EXIT = {"PASS": 0, "FAIL": 1, "INCONCLUSIVE": 4}
+EXIT_CODES_HELP = ("Exit codes: 0 PASS, 1 FAIL, 2 bad input, 3 internal error, 4 INCONCLUSIVE "
+                   "(0 with --fail-on fail), 130/143 interrupted.")
 
 
 def ENV(flag: str) -> str:
@@ -39,6 +44,21 @@ class OutputFormat(str, enum.Enum):
     json = "json"
 
 
+class AuditFormat(str, enum.Enum):
+    """What ``audit`` and ``remediate --verify`` print on stdout: the table, the JSON, or the Markdown or
+    JUnit view that ``report`` renders, so a CI job needs no second call."""
+
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+    junit = "junit"
+
+
+DEFAULT_OUT = Path("unlearn-audit-report")
+OUT_HELP = "Directory for the report set (report.json, report.html, samples.jsonl)."
+QUIET_HELP = "No progress lines on stderr (by default a terminal shows bars and a log gets one plain line per stage)."
+
+
 class FailOn(str, enum.Enum):
     """Which verdicts make the exit code non-zero: FAIL only, or FAIL and INCONCLUSIVE."""
 
@@ -46,20 +66,23 @@ class FailOn(str, enum.Enum):
     inconclusive = "inconclusive"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Has this language model really forgotten? Quantize, probe, and give a verdict with evidence.")
+                  help="Has this language model really forgotten? Quantize, probe, and give a verdict with evidence.",
+                  epilog=EXIT_CODES_HELP)
 err = Console(stderr=True, highlight=False)
 
 
 class Steps:
-    """The current stage on stderr, shown only when stderr is a terminal: a spinner for a plain message,
-    and a bar with done/total, elapsed time and the time left for a ``Step`` (steps.py), which knows how
-    far its stage is. The time left is rich's estimate from the rate of the stage's updates so far."""
+    """The current stage on stderr. On a terminal: a spinner for a plain message, and a bar with done/total,
+    elapsed time and the time left for a ``Step`` (steps.py), which knows how far its stage is; the time
+    left is rich's estimate from the rate of the stage's updates so far. In a log (CI, a file), where a bar
+    would print nothing readable: plain lines (``PlainLog``). ``quiet`` prints neither."""
 
-    def __init__(self, console: Console | None = None, get_time=None) -> None:
+    def __init__(self, console: Console | None = None, get_time=None, quiet: bool = False) -> None:
         console = console or err
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), _Counts(),
                                  console=console, transient=True, speed_estimate_period=3600,
-                                 get_time=get_time) if console.is_terminal else None
+                                 get_time=get_time) if console.is_terminal and not quiet else None
+        self.plain = PlainLog(get_time=get_time, grace=1.0) if not console.is_terminal and not quiet else None
         self.task, self.stage = None, None
 
     def __enter__(self):
@@ -68,6 +91,8 @@ class Steps:
         return self
 
     def __call__(self, text: str) -> None:
+        if self.plain:
+            self.plain(text)
         if not self.progress:
             return
         stage, done, total = (text.stage, text.done, text.total) if isinstance(text, Step) else (None, None, None)
@@ -79,8 +104,87 @@ class Steps:
         self.progress.update(self.task, description=str(text), completed=done or 0)
 
     def __exit__(self, *exc):
+        if self.plain:
+            self.plain.close(failed=exc[0] is not None)
         if self.progress:
             self.progress.__exit__(*exc)
+
+
+class PlainLog:
+    """Progress for a log: one plain line per stage and per unit of a counted stage (each variant), with
+    done/total, the time the stage has run and the time it has left at its rate so far. Stages of many
+    small units (training steps) print at every tenth of the way and at least every ``every`` seconds, so a
+    30-minute job in CI shows it is alive without flooding the log. No cursor codes, nothing overwritten.
+
+    A line is held back for ``grace`` seconds (a timer prints it then, or the next line does), and one
+    still held when the command fails is dropped: bad input found while the checkpoints open stays the
+    one ``error:`` line, while a stage that runs for minutes is announced within a second."""
+
+    def __init__(self, write=None, get_time=None, every: float = 30.0, grace: float = 0.0) -> None:
+        import threading
+        import time
+
+        self.write = write or say
+        self.now = get_time or time.monotonic
+        self.every, self.grace = every, grace
+        self.start = self.now()
+        self.stage, self.stage_start, self.done, self.last = None, self.start, None, self.start
+        self.lock, self.pending, self.timer = threading.Lock(), None, None
+
+    def __call__(self, text: str) -> None:
+        line = self._line(text)
+        if line is None:
+            return
+        with self.lock:
+            self._flush()
+            self.pending = line
+            if self.grace <= 0:
+                self._flush()
+                return
+        import threading
+
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = threading.Timer(self.grace, self.flush)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending is not None:
+            line, self.pending = self.pending, None
+            self.write(line)
+
+    def close(self, failed: bool) -> None:
+        """The last line is printed after a success and dropped after a failure (see the class)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        with self.lock:
+            if failed:
+                self.pending = None
+            self._flush()
+
+    def _line(self, text: str) -> str | None:
+        now = self.now()
+        if not isinstance(text, Step) or text.total is None:
+            self.stage, self.done, self.last = None, None, now
+            return f"[{_clock(now - self.start)}] {text}"
+        if text.stage != self.stage:
+            self.stage, self.stage_start, self.done = text.stage, now, None
+        elif text.done == self.done:  # more messages from the same unit: already said
+            return None
+        else:
+            tenth = text.total > 0 and text.done * 10 // text.total != (self.done or 0) * 10 // text.total
+            if not (text.total <= 50 or text.done >= text.total or tenth or now - self.last >= self.every):
+                return None
+        self.done, self.last = text.done, now
+        ran = now - self.stage_start
+        left = ran / text.done * (text.total - text.done) if text.done else None
+        return (f"[{_clock(now - self.start)}] {text} ({text.done}/{text.total} done, "
+                f"stage {_clock(ran)}, left {_clock(left) if left is not None else 'unknown'})")
 
 
 def _clock(seconds: float | None) -> str:
@@ -107,15 +211,15 @@ def stdout_console() -> Console:
 
 
 def exit_code(verdict: str, fail_on: FailOn) -> int:
-    """0 PASS, 1 FAIL; INCONCLUSIVE fails too unless ``--fail-on fail``."""
+    """0 PASS, 1 FAIL, 4 INCONCLUSIVE, or 0 for INCONCLUSIVE with ``--fail-on fail`` (``EXIT``)."""
     if verdict == "INCONCLUSIVE" and fail_on == FailOn.fail:
         return 0
     return EXIT[verdict]
 
 
-def emit(report: dict, fmt: OutputFormat, out: Optional[Path], fail_on: FailOn = FailOn.inconclusive) -> int:
-    """Write report.json, report.html and samples.jsonl under ``out`` (each atomically), print the table
-    or the JSON, and return the exit code."""
+def emit(report: dict, fmt: str, out: Optional[Path], fail_on: FailOn = FailOn.inconclusive) -> int:
+    """Write report.json, report.html and samples.jsonl under ``out`` (as one unit), print the chosen view
+    on stdout, say on stderr where the report set is and what the verdict is, and return the exit code."""
     from ..report.console import render
     from ..report.write import to_json_text
 
@@ -123,13 +227,19 @@ def emit(report: dict, fmt: OutputFormat, out: Optional[Path], fail_on: FailOn =
         say(f"note: {note}")
     if out is not None:
         write_outputs(out, report)
-    if fmt == OutputFormat.json:
+    fmt = getattr(fmt, "value", fmt)
+    if fmt == "json":
         sys.stdout.write(to_json_text(report))
+    elif fmt in ("markdown", "junit"):
+        from ..report.render import render as render_view
+
+        sys.stdout.write(render_view(report, "md" if fmt == "markdown" else "junit", getattr(fail_on, "value", fail_on)))
     else:
         render(report, stdout_console())
-        if out is not None:
-            say(f"report written to {out / 'report.json'} (and report.html, samples.jsonl)")
-    return exit_code(report["verdict"], fail_on)
+    code = exit_code(report["verdict"], fail_on)
+    where = f", report in {out / 'report.json'} (and report.html, samples.jsonl)" if out is not None else ""
+    say(f"verdict {report['verdict']} (exit {code}){where}")
+    return code
 
 
 def write_outputs(out: Path, report: dict) -> None:
@@ -167,17 +277,23 @@ def resolve_device(device: str, remote: bool = False) -> str:
     return device
 
 
-def audit_config(schemes: str, backend: str, policy: Optional[Path], device: str, dtype: str, remote: bool = False, **settings):
-    """The AuditConfig of ``audit`` and of ``remediate --verify`` alike: the scheme list parsed, the policy
-    file read, the device resolved; ``settings`` are AuditConfig's other fields, validated there."""
-    from ..pipeline.types import AuditConfig
-    from ..quantize.registry import parse_schemes
+SCHEMES_HELP = ("Comma-separated scheme names (see `schemes`). Default: fp32,rtn-int8,rtn-int4,bnb-fp4; a default that cannot "
+                "run here makes the verdict at most INCONCLUSIVE, a scheme list given here does not.")
 
-    names = tuple(s.name for s in parse_schemes(schemes))  # the backend is applied when the audit resolves them
+
+def audit_config(schemes: Optional[str], backend: str, policy: Optional[Path], device: str, dtype: str, remote: bool = False, **settings):
+    """The AuditConfig of ``audit`` and of ``remediate --verify`` alike: the scheme list parsed (None: the
+    defaults, recorded as such), the policy file read, the device resolved; ``settings`` are AuditConfig's
+    other fields, validated there."""
+    from ..pipeline.types import AuditConfig
+    from ..quantize.registry import DEFAULT_SCHEMES, parse_schemes
+
+    default = schemes is None
+    names = tuple(s.name for s in parse_schemes(",".join(DEFAULT_SCHEMES) if default else schemes))  # the backend is applied when the audit resolves them
     pol, path = load_policy(policy)
     source = {"policy_source": f"policy file {path}"} if path is not None else {}
-    return AuditConfig(schemes=names, backend=backend, policy=pol, device=resolve_device(device, remote), dtype=dtype,
-                       **source, **settings)
+    return AuditConfig(schemes=names, default_schemes=default, backend=backend, policy=pol, device=resolve_device(device, remote),
+                       dtype=dtype, **source, **settings)
 
 
 def load_policy(path: Optional[Path]):

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import typer
 
-from .common import ENV, InputError, OutputFormat, Steps, app, check_out, check_percentile, err, say, stdout_console, write_outputs
+from .common import ENV, QUIET_HELP, InputError, OutputFormat, Steps, app, check_out, check_percentile, err, say, stdout_console, write_outputs
 
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("unlearn-audit-demo"), help="Directory for the demo's data and reports."),
+    out: Path = typer.Option(Path("unlearn-audit-demo"), "-o", "--out", help="Directory for the demo's data and reports."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", envvar=ENV("quiet"), help=QUIET_HELP),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", envvar=ENV("format"),
                                      help="stdout format (json: one object with each scenario's report)."),
     remediate: bool = typer.Option(False, "--remediate", help="Also remediate the target with SURE and audit it (OUT/remediated)."),
@@ -36,8 +37,8 @@ def demo(
     say(f"{describe_cpu()}: fine-tuning in {'bfloat16 autocast' if recipe.finetune_autocast else 'float32'}, "
         f"(a) computed in {recipe.paper_compute}{' with bfloat16 storage' if recipe.paper_compute == 'float32' else ''}, "
         f"audits in {recipe.audit_dtype}")
-    with Steps() as steps:
-        reports = run_demo(out, on_step=steps, log=lambda m: err.print(m, soft_wrap=True, markup=False),
+    with Steps(quiet=quiet) as steps:
+        reports = run_demo(out, on_step=steps, log=(lambda m: None) if quiet else (lambda m: err.print(m, soft_wrap=True, markup=False)),
                            recipe=recipe, remediate=remediate)
     for name, report in reports.items():
         write_outputs(out / name, report)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..quantize.registry import DEFAULT_SCHEMES
+from ..steps import Step
 from .common import (
     ENV,
+    QUIET_HELP,
     REVISION_HELP,
+    SCHEMES_HELP,
+    AuditFormat,
     FailOn,
     InputError,
-    OutputFormat,
+    PlainLog,
     Steps,
     app,
     audit_config,
@@ -39,44 +43,54 @@ GRAD_ACCUM_HELP = ("Split each step's forget and retain batches into this many m
 def quantize(
     model_dir: Path = typer.Argument(..., metavar="MODEL_DIR", help="A local Hugging Face causal-LM directory, or a Hub id (org/name)."),
     revision: Optional[str] = typer.Option(None, help=REVISION_HELP),
-    scheme: str = typer.Option(..., help="Scheme name (see `schemes`)."),
-    out: Path = typer.Option(..., help="Directory to write the quantized checkpoint to (must not exist)."),
+    schemes: str = typer.Option(..., "--schemes", "--scheme", envvar=ENV("schemes"),
+                                help="Comma-separated scheme names (see `schemes`). One scheme: OUT is its checkpoint; several: OUT/<scheme>."),
+    out: Path = typer.Option(..., "-o", "--out", help="Directory to write the quantized checkpoint(s) to (must not exist)."),
     calibration: Optional[Path] = typer.Option(None, help="Calibration text for gptq/awq, JSONL (default: shipped text)."),
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
 ) -> None:
-    """Write SCHEME applied to MODEL_DIR as a checkpoint that transformers loads."""
+    """Write each scheme applied to MODEL_DIR as a checkpoint that transformers loads."""
     from ..data import load_texts
     from ..models.loading import load_checkpoint, write_checkpoint
     from ..pipeline.workload import calibration_tokens
     from ..quantize.base import SchemeUnavailable
-    from ..quantize.registry import get_scheme
+    from ..quantize.registry import parse_schemes
 
-    s = get_scheme(scheme)
+    chosen = parse_schemes(schemes)
     if out.exists():
         raise InputError(f"{out}: already exists; choose a new directory")
     check_out(out)
     texts = load_texts(calibration) if calibration else None
     ckpt = load_checkpoint(model_ref(model_dir, "MODEL_DIR", "model", revision, allow_pickle), allow_pickle=allow_pickle)
-    calib = calibration_tokens(ckpt.tokenizer, texts, "--calibration")[0] if s.calibrated else None
-    try:
-        model = s.build(ckpt, calib)
-    except SchemeUnavailable as exc:
-        raise InputError(f"scheme {scheme}: {exc}") from None
-    write_checkpoint(model, ckpt.tokenizer, out)
-    say(f"wrote {s.name} checkpoint to {out}")
+    try:  # one model in memory at a time; a scheme that cannot run removes OUT, which did not exist before
+        for s in chosen:
+            calib = calibration_tokens(ckpt.tokenizer, texts, "--calibration")[0] if s.calibrated else None
+            try:
+                model = s.build(ckpt, calib)
+            except SchemeUnavailable as exc:
+                raise InputError(f"scheme {s.name}: {exc}") from None
+            where = out if len(chosen) == 1 else out / s.name
+            write_checkpoint(model, ckpt.tokenizer, where)
+            del model
+            say(f"wrote {s.name} checkpoint to {where}")
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 class _TrainingBar:
-    """A rich progress bar with the current loss on stderr, shown only on a terminal."""
+    """Training progress on stderr: a rich bar with the current loss on a terminal, plain lines in a log
+    (``PlainLog``: at every tenth of the way and at least every 30 s), nothing with ``--quiet``."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, quiet: bool = False) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.what = what
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-            TimeRemainingColumn(), console=err, disable=not err.is_terminal,
+            TimeRemainingColumn(), console=err, disable=not err.is_terminal or quiet,
         )
+        self.plain = PlainLog(grace=1.0) if not err.is_terminal and not quiet else None
         self.task = None
 
     def __enter__(self):
@@ -84,13 +98,15 @@ class _TrainingBar:
         return self
 
     def __call__(self, step: int, total: int, loss: float) -> None:
+        if self.plain:
+            self.plain(Step(f"{self.what}: step {step}/{total}, loss {loss:.4f}", self.what, step, total))
         if self.task is None:
             self.task = self.progress.add_task(self.what, total=total, loss="-")
-            if not err.is_terminal:  # a log (CI) gets one line saying training started
-                say(f"{self.what}: {total} steps")
         self.progress.update(self.task, completed=step, loss=f"{loss:.4f}")
 
     def __exit__(self, *exc):
+        if self.plain:
+            self.plain.close(failed=exc[0] is not None)
         self.progress.__exit__(*exc)
 
 
@@ -112,7 +128,8 @@ def unlearn_command(
     alpha: Optional[float] = typer.Option(None, help="Retain-regularizer weight α (default 1)."),
     beta: float = typer.Option(0.1, help="NPO β."),
     seed: int = typer.Option(0),
-    out: Path = typer.Option(..., help="Directory for the unlearned checkpoint (must not exist)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Directory for the unlearned checkpoint (must not exist)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", envvar=ENV("quiet"), help=QUIET_HELP),
     preset: Optional[str] = typer.Option(None, help="The paper's settings: paper-news or paper-books (Appendix D; flags given "
                                          "override them)."),
     train_dtype: str = typer.Option("float32", help="float32, or bfloat16: model and optimizer state stored in bfloat16, "
@@ -152,7 +169,7 @@ def unlearn_command(
     original_dir = model_ref(original_dir, "ORIGINAL_DIR", "original", revision, allow_pickle)
     start = load_checkpoint(original_dir, "original", device, allow_pickle)
     reference = load_checkpoint(original_dir, "original", device, allow_pickle) if needs_original(cfg.method) else None
-    with _TrainingBar(f"unlearning ({cfg.method}{' + SURE' if sure else ''})") as bar:
+    with _TrainingBar(f"unlearning ({cfg.method}{' + SURE' if sure else ''})", quiet) as bar:
         record = run_unlearning(start, reference, f, r, cfg, SureConfig(knobs["saliency_percentile"], per_layer) if sure else None,
                                 out, max_length, on_step=bar, confine_to=grid)
     if record["sure"]:
@@ -180,21 +197,24 @@ def remediate(
     alpha: float = typer.Option(1.0),
     beta: float = typer.Option(0.1),
     seed: int = typer.Option(0),
-    schemes: str = typer.Option(",".join(DEFAULT_SCHEMES), envvar=ENV("schemes"), help="Schemes for --verify."),
+    schemes: Optional[str] = typer.Option(None, envvar=ENV("schemes"), help="Schemes for --verify. " + SCHEMES_HELP),
     verify: bool = typer.Option(False, help="Audit the result and exit with the audit's code."),
-    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", envvar=ENV("format"), help="stdout format for --verify."),
+    fmt: AuditFormat = typer.Option(AuditFormat.table, "--format", envvar=ENV("format"), help="stdout format for --verify."),
     policy: Optional[Path] = typer.Option(None, envvar=ENV("policy"), help="TOML file of verdict thresholds for --verify."),
-    fail_on: FailOn = typer.Option(FailOn.inconclusive, envvar=ENV("fail-on"), help="What makes --verify exit non-zero."),
+    fail_on: FailOn = typer.Option(FailOn.inconclusive, envvar=ENV("fail-on"),
+                                   help="What makes --verify exit non-zero: inconclusive (FAIL 1, INCONCLUSIVE 4) or fail (FAIL only)."),
     device: str = typer.Option("auto", envvar=ENV("device"), help=DEVICE_HELP),
     dtype: str = typer.Option("auto", envvar=ENV("dtype"), help="Arithmetic of the training (float32, bfloat16 or float16 mixed "
                               "precision; auto: bfloat16 on a GPU that computes it natively, float32 on a CPU) and of --verify's "
                               "audit (as `audit --dtype`)."),
     grad_accum: int = typer.Option(1, min=1, help=GRAD_ACCUM_HELP),
     backend: str = typer.Option("reference", envvar=ENV("backend"), help="--verify's quantizer backend: reference or library."),
-    out: Path = typer.Option(..., help="Directory: OUT/model is the checkpoint, OUT/report.json the audit."),
+    out: Path = typer.Option(..., "-o", "--out", help="Directory: OUT/model is the checkpoint, OUT/report.json the audit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", envvar=ENV("quiet"), help=QUIET_HELP),
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
 ) -> None:
-    """Remediate with SURE; with --verify, re-audit the result under the same schemes."""
+    """Remediate with SURE; with --verify, re-audit the result under the same schemes and exit with the
+    audit's code (0 PASS, 1 FAIL, 4 INCONCLUSIVE)."""
     from ..audit import run_audit
     from ..data import load_texts
     from ..models.loading import load_checkpoint
@@ -217,14 +237,14 @@ def remediate(
     original = model_ref(original, "--original", "original", allow_pickle=allow_pickle)
     start = load_checkpoint(model_dir, "start", where, allow_pickle)
     ref = load_checkpoint(original, "original", where, allow_pickle)
-    with _TrainingBar(f"remediating ({cfg.method}{' + SURE' if sure else ''})") as bar:
+    with _TrainingBar(f"remediating ({cfg.method}{' + SURE' if sure else ''})", quiet) as bar:
         run_unlearning(start, ref, f, r, cfg, SureConfig(saliency_percentile, per_layer) if sure else None,
                        out / "model", max_length, on_step=bar)
     say(f"wrote {out / 'model'}")
     if not verify:
         return
     del start, ref
-    with Steps() as steps_:
+    with Steps(quiet=quiet) as steps_:
         report = run_audit(str(out / "model"), AuditData(forget=f, holdout=h, retain=r), audit_cfg, original_dir=original,
                            on_step=steps_, shared=VariantCache(shared_dir()))
     raise typer.Exit(emit(report, fmt, out, fail_on))

@@ -9,7 +9,21 @@ from typing import Optional
 import typer
 
 from ..report.formats import ReportFormat
-from .common import ENV, FailOn, InputError, OutputFormat, app, check_not_input, check_out, exit_code, load_policy, model_ref, say, stdout_console
+from .common import (
+    ENV,
+    QUIET_HELP,
+    FailOn,
+    OutputFormat,
+    Steps,
+    app,
+    check_not_input,
+    check_out,
+    exit_code,
+    load_policy,
+    model_ref,
+    say,
+    stdout_console,
+)
 
 
 @app.command("report")
@@ -55,7 +69,8 @@ def diff_command(
                                         "id (org/name, org/name@REV)."),
     other_dir: Path = typer.Argument(..., metavar="UNLEARNED_DIR", help="The claimed-unlearned model, likewise."),
     schemes: str = typer.Option("rtn-int8,rtn-int4,nf4,gguf-q4_0", help="Schemes whose grids to compare."),
-    out: Optional[Path] = typer.Option(None, help="Write the full per-module result to this JSON file."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Directory to write the full per-module result to (OUT/diff.json)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", envvar=ENV("quiet"), help=QUIET_HELP),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", envvar=ENV("format"), help="stdout format."),
 ) -> None:
     """Weight forensics without data: how many grid cells unlearning left unchanged, per scheme."""
@@ -64,14 +79,17 @@ def diff_command(
     from ..report.console import render_diff
     from ..report.write import to_json_text, write_json_atomic
 
-    if out is not None and out.is_dir():
-        raise InputError(f"{out}: --out must be a file path for diff")
-    check_out(out, file=True)
+    check_out(out)
     original_dir, other_dir = model_ref(original_dir, "ORIGINAL_DIR", "original"), model_ref(other_dir, "UNLEARNED_DIR", "unlearned")
-    check_not_input(out, "--out", {"ORIGINAL_DIR": original_dir, "UNLEARNED_DIR": other_dir}, inside=True)
-    result = diff(original_dir, other_dir, parse_schemes(schemes))
+    check_not_input(out, "--out", {"ORIGINAL_DIR": original_dir, "UNLEARNED_DIR": other_dir}, inside=True, writes=("diff.json",))
+    chosen = parse_schemes(schemes)
+    with Steps(quiet=quiet) as steps:
+        steps(f"comparing the two checkpoints' grids under {', '.join(s.name for s in chosen)}")
+        result = diff(original_dir, other_dir, chosen)
     if out is not None:
-        write_json_atomic(out, result)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "diff.json", result)
+        say(f"wrote {out / 'diff.json'}")
     if fmt == OutputFormat.json:
         sys.stdout.write(to_json_text(result))
     else:
