@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from contextlib import contextmanager
@@ -78,10 +79,16 @@ def run(args, capsys) -> tuple[int, str]:
     return exc.value.code, capsys.readouterr().err
 
 
-def one_line_error(code: int, err: str, *needles: str) -> None:
-    """Exit 2 with exactly one stderr line, the tool's own, holding every needle."""
+PROGRESS_LINE = re.compile(r"^unlearn-audit: \[\d+:\d\d:\d\d\] ")
+
+
+def one_line_error(code: int, err: str, *needles: str, after_progress: bool = False) -> None:
+    """Exit 2 with exactly one stderr line, the tool's own, holding every needle. With ``after_progress``
+    (a failure found once stages ran, not bad input), a log's plain progress lines may come before it."""
     assert code == 2, err
     lines = [line for line in err.strip().splitlines() if line]
+    if after_progress:
+        lines = [line for line in lines if not PROGRESS_LINE.match(line)]
     assert len(lines) == 1, err
     assert lines[0].startswith("unlearn-audit: error: ") and "Traceback" not in err
     for needle in needles:

@@ -156,7 +156,7 @@ def test_a_reference_that_does_not_fit_one_sequence_at_a_time_is_one_line(bench,
 
     monkeypatch.setattr(LlamaModel, "forward", forward)
     one_line_error(*run(_audit_args(bench, tmp_path, bench["clean"]), capsys),
-                   f"out of GPU memory scoring the reference model {bench['clean']} (CUDA out of memory", "--reference-auc")
+                   f"out of GPU memory scoring the reference model {bench['clean']} (CUDA out of memory", "--reference-auc", after_progress=True)
     assert made == [("reference", 8)] and not (tmp_path / "out" / "report.json").exists()
 
 
@@ -173,4 +173,4 @@ def test_a_reference_of_another_architecture_that_does_not_fit_is_one_line(bench
 
     monkeypatch.setattr(audit, "materialise", materialise)
     one_line_error(*run(_audit_args(bench, tmp_path, tmp_path / "narrow"), capsys),
-                   f"out of GPU memory loading the reference model {tmp_path / 'narrow'}")
+                   f"out of GPU memory loading the reference model {tmp_path / 'narrow'}", after_progress=True)

@@ -227,7 +227,7 @@ def test_remediate_verify_honours_device_policy_and_fail_on(setup, tmp_path, cap
         report = json.loads(capsys.readouterr().out)
         assert report["verdict"] == "INCONCLUSIVE" and report["config"]["policy"]["min_documents"] == 1000
         assert report["config"]["policy_source"] == f"policy file {undecided}" and report["config"]["device"] == "cpu"
-    assert codes == {"fail": 0, "inconclusive": 1}
+    assert codes == {"fail": 0, "inconclusive": 4}
     with pytest.raises(SystemExit) as exc:  # a bad --device is refused before any training
         main([str(a) for a in base[:-1] + ["tpu", "--out", tmp_path / "x"]])
     assert exc.value.code == 2 and "--device must be" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -92,6 +92,9 @@ def test_a_long_stage_prints_every_tenth_and_when_quiet_for_long():
     # the first step, then each tenth (20, 40, ..., 200): 11 lines, not 200
     assert len(lines) == 11 and lines[-1].startswith("[0:00:20] unlearning: step 200/200 (200/200 done"), lines
 
+    # the first line comes after step 1 has run: its rate is not known yet, and later lines time from it
+    assert lines[0].endswith("(1/200 done, stage 0:00:00, left unknown)") and lines[1].endswith("(20/200 done, stage 0:00:01, left 0:00:18)")
+
     def slow(log, clock):
         for i in range(1, 10):  # 9 steps of 40 s in a 1000-step stage: no tenth is crossed, but 30 s pass each time
             clock[0] = i * 40.0

@@ -129,6 +129,7 @@ class PlainLog:
         self.every, self.grace = every, grace
         self.start = self.now()
         self.stage, self.stage_start, self.done, self.last = None, self.start, None, self.start
+        self.first_done = 0  # units already done when the stage's first line came: the rate counts only later ones
         self.lock, self.pending, self.timer = threading.Lock(), None, None
 
     def __call__(self, text: str) -> None:
@@ -173,7 +174,7 @@ class PlainLog:
             self.stage, self.done, self.last = None, None, now
             return f"[{_clock(now - self.start)}] {text}"
         if text.stage != self.stage:
-            self.stage, self.stage_start, self.done = text.stage, now, None
+            self.stage, self.stage_start, self.done, self.first_done = text.stage, now, None, text.done
         elif text.done == self.done:  # more messages from the same unit: already said
             return None
         else:
@@ -182,7 +183,10 @@ class PlainLog:
                 return None
         self.done, self.last = text.done, now
         ran = now - self.stage_start
-        left = ran / text.done * (text.total - text.done) if text.done else None
+        # A stage first heard of after its first unit (a training step reports once it has run) has no rate
+        # yet: the time left is unknown until a later unit, never "0:00:00".
+        counted = text.done - self.first_done
+        left = ran / counted * (text.total - text.done) if counted > 0 else None
         return (f"[{_clock(now - self.start)}] {text} ({text.done}/{text.total} done, "
                 f"stage {_clock(ran)}, left {_clock(left) if left is not None else 'unknown'})")
 
