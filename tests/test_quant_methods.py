@@ -212,3 +212,57 @@ def test_gptq_damps_the_hessian_in_place_as_h_plus_lambda_i():
     h = (x.T @ x).double()
     damped = h + gptq.DAMP * torch.mean(torch.diag(h)) * torch.eye(256, dtype=torch.float64)
     assert torch.equal(gptq.gptq_quantize(w, h, 4), gptq.gptq_quantize(w, damped, 4, damp=0.0))
+
+
+def _calibration_models():
+    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+    from unlearn_audit.benchmark import tiny
+
+    torch.manual_seed(0)
+    # Qwen2 with every other layer on a sliding window: each layer gets its own mask, which the walk
+    # must hand to the right layer.
+    qwen = Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=8,
+                                        num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True,
+                                        sliding_window=8, max_window_layers=0,
+                                        layer_types=["sliding_attention", "full_attention"] * 4))
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=64, n_layer=8, n_head=4, n_positions=128))
+    return {"llama": tiny.tiny_llama(300, hidden=64, layers=8, seed=4), "gpt2": gpt2, "qwen2-sliding": qwen}
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2-sliding"])
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_calibration_walk_is_linear_in_depth_and_equals_a_forward_per_block(arch, method, monkeypatch):
+    """GPTQ's block k sees blocks 0..k-1 quantized; a forward of the whole model per block gives exactly
+    that, at a cost quadratic in depth (528 block forwards at 32 layers). ``walk`` runs each block alone
+    on the previous one's outputs: the quantized weights must be the same, in at most 3L block forwards
+    (one pass recording each block's arguments, then each block for its statistics and again quantized)."""
+    import copy
+
+    from unlearn_audit.quantize import awq, gptq
+    from unlearn_audit.quantize import calibration as cal
+
+    model = _calibration_models()[arch].eval()
+    calibration = [list(torch.randint(3, 300, (n,), generator=torch.Generator().manual_seed(n)).tolist()) for n in range(20, 60, 5)]
+    ckpt = type("Ckpt", (), {"tokenizer": type("Tok", (), {"pad_token_id": 0})()})()
+    scheme = gptq.GPTQScheme(4, 16) if method == "gptq" else awq.AWQScheme(4, 16)
+
+    walked, defined = copy.deepcopy(model), copy.deepcopy(model)
+    layers = [m for m in walked.modules() if type(m).__name__ in ("LlamaDecoderLayer", "GPT2Block", "Qwen2DecoderLayer")]
+    calls = []
+    for layer in layers:
+        layer.register_forward_pre_hook(lambda *a: calls.append(1))
+    scheme.apply(walked, ckpt, calibration)
+    batches = -(-len(calibration) // 8)
+    assert len(calls) <= 3 * len(layers) * batches, len(calls)  # a forward per block: L(L+1)/2 = 36 here
+
+    def per_block(model, calibration, pad_id, rerun, batch_size=8):  # the definition: a forward per block
+        for block in cal.blocks(model):
+            yield block, cal.block_stats(model, block, calibration, pad_id, batch_size)
+
+    monkeypatch.setattr(gptq, "walk", per_block)
+    monkeypatch.setattr(awq, "walk", per_block)
+    scheme.apply(defined, ckpt, calibration)
+    for (name, a), (_, b) in zip(walked.named_parameters(), defined.named_parameters()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), name
+    assert any(not torch.equal(a, b) for a, b in zip(walked.parameters(), model.parameters()))

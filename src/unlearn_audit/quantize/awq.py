@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from .base import Scheme, out_in_weight, quantizable_modules, write_weight
-from .calibration import block_stats, blocks, pad_id, require
+from .calibration import pad_id, require, walk
 from .rtn import rtn_quantize
 
 N_GRID = 20
@@ -78,8 +78,7 @@ class AWQScheme(Scheme):
         # AWQ searches scales on the full-precision model (it quantizes only at the end), so all statistics
         # come from the original, block by block, before any weight is replaced.
         plan = []
-        for block in blocks(model):
-            stats = block_stats(model, block, calibration, pad)
+        for block, stats in walk(model, calibration, pad, rerun=False):
             groups: dict[int, list[str]] = {}
             for name in block.names:
                 if name in stats:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from .base import Scheme, out_in_weight, quantizable_modules, write_weight
-from .calibration import block_stats, blocks, pad_id, require
+from .calibration import pad_id, require, walk
 from .rtn import rtn_codes
 
 LAZY_BLOCK = 128
@@ -93,8 +93,7 @@ class GPTQScheme(Scheme):
         pad, modules = pad_id(checkpoint), dict(quantizable_modules(model))
         torch.set_flush_denormal(True)
         try:
-            for block in blocks(model):
-                stats = block_stats(model, block, calibration, pad)
+            for block, stats in walk(model, calibration, pad, rerun=True):  # the next block sees this one quantized
                 for name in block.names:
                     mod = modules[name]
                     if name not in stats:  # never reached by the forward pass: plain RTN is all one can do
