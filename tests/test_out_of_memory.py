@@ -174,3 +174,32 @@ def test_a_reference_of_another_architecture_that_does_not_fit_is_one_line(bench
     monkeypatch.setattr(audit, "materialise", materialise)
     one_line_error(*run(_audit_args(bench, tmp_path, tmp_path / "narrow"), capsys),
                    f"out of GPU memory loading the reference model {tmp_path / 'narrow'}", after_progress=True)
+
+
+@pytest.mark.parametrize("scheme", ["bnb-fp4", "bnb-int8"])
+def test_bitsandbytes_running_out_of_memory_is_said_as_such_and_the_cache_emptied(bench, monkeypatch, scheme):
+    """bitsandbytes loads a second model beside the resident one; an allocation failure there is a
+    skip for lack of memory (the device cache emptied after it), not "could not quantize"."""
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM
+
+    from unlearn_audit.audit import run_audit
+    from unlearn_audit.models import hf
+    from unlearn_audit.pipeline import executor
+    from unlearn_audit.pipeline.types import AuditConfig
+
+    real = AutoModelForCausalLM.from_pretrained.__func__
+
+    def from_pretrained(cls, *args, **kwargs):
+        if kwargs.get("quantization_config") is not None:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(from_pretrained))
+    emptied = []
+    monkeypatch.setattr(executor, "free_device_memory", lambda: (emptied.append(1), hf.free_device_memory()))
+    report = run_audit(str(bench["memoriser"]), _data(bench, 4), AuditConfig(schemes=("fp32", scheme), bootstrap=50, limit=4))
+    status = {v["name"]: v for v in report["variants"]}
+    assert status["fp32"]["status"] == "built" and status[scheme]["status"] == "skipped"
+    assert status[scheme]["reason"] == "out of GPU memory while building or probing this variant (CUDA out of memory. Tried to allocate 1.50 GiB)"
+    assert emptied

@@ -11,12 +11,21 @@ Trap guarded here: on CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights 
 pass and a missing absmax transpose in the inverse repack then corrupts them; setting
 ``support_avx512bf16_for_cpu = False`` on every ``Linear4bit`` keeps the weights intact (a test checks
 that the logits match a model rebuilt from the dequantized weights after several forwards).
+
+Memory: this is the one variant that is not filled into the audit's resident model. The library loads
+and quantizes its own model from the files, beside the resident one, which stays loaded for the
+variants after it. The peak is the resident model (2 bytes a parameter in bfloat16, 4 in float32) plus
+the library's (about 0.5 byte a parameter at 4 bits, 1 at 8, plus the unquantized embeddings and
+``lm_head`` in the compute dtype): about 21 GB at Llama-3-8B in bfloat16 with 4 bits. Running out of
+memory there is reported as such (the variant is skipped with "out of GPU memory" and the device cache
+emptied), never as "could not quantize".
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..models.hf import out_of_memory
 from .base import Scheme, SchemeUnavailable
 
 
@@ -90,6 +99,8 @@ class BitsAndBytes(Scheme):
         #   load (bitsandbytes defers that error to the first call), or an op without a kernel for this
         #   CPU (NotImplementedError), which transformers re-raises as a RuntimeError about the conversion.
         except (ImportError, RuntimeError) as exc:
+            if out_of_memory(exc):  # an allocation failure, not a missing backend: the executor's OOM path
+                raise
             raise SchemeUnavailable(f"bitsandbytes could not quantize this model here: {exc}") from None
         # - OSError: transformers reloads the directory by its standard file names, and the tool's own loader
         #   also accepts a single safetensors file of another name (models/loading.py), which it cannot find.
