@@ -63,6 +63,7 @@ def render() -> str:
     lines += [*_paragraphs(group.help), ""]
     lines += [f"`{PROG} [--version] COMMAND [ARGS]...`; every command takes `--help`.", ""]
     lines += [f"- {_code(decl)}: {_text(text)}" for decl, text in params(PROG, group) if not decl.startswith("--help")]
+    lines.append("- `--debug` (anywhere on the line, any command): on an internal error (exit 3), print the traceback.")  # main.py reads it
     lines += ["", _text(group.epilog or ""), "", "| command | what it does |", "|---|---|"]
     lines += [f"| [`{name}`](#{name}) | {_text(cmd.get_short_help_str(limit=300))} |" for name, cmd in cmds.items()]
     for name, cmd in cmds.items():
