@@ -57,3 +57,20 @@ def test_each_section_matches_the_commands_help(name, capsys, monkeypatch):
     for decl, _ in records:
         assert f"`{decl}`" in section
     assert len(re.findall(r"^- `", section, flags=re.M)) == len(records)
+
+
+def test_the_readmes_commands_use_options_the_commands_have():
+    """Every ``unlearn-audit COMMAND ... --flag`` in the README names a command the app has (commands that
+    other modules add, such as attestation's, are checked once they are registered) and flags it takes."""
+    readme = (PAGE.parents[1] / "README.md").read_text(encoding="utf-8")
+    cmds = docs.commands()
+    seen = 0
+    for line in re.findall(r"unlearn-audit ([a-z][\w-]*[^`\n|]*)", readme):
+        name, *rest = line.split()
+        if name not in cmds:
+            continue
+        flags = {f for decl, _ in docs.params(name, cmds[name]) for f in re.findall(r"(?<![\w-])--?[\w-]+", decl)}
+        for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", " ".join(rest)):
+            assert flag in flags, f"README: unlearn-audit {name} has no {flag}"
+            seen += 1
+    assert seen >= 4  # the quickstart audit and the PDF report at least
