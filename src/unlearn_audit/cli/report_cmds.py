@@ -8,11 +8,12 @@ from typing import Optional
 
 import typer
 
-from ..report.formats import ReportFormat
+from ..report.formats import Paper, ReportFormat
 from .common import (
     ENV,
     QUIET_HELP,
     FailOn,
+    InputError,
     OutputFormat,
     Steps,
     app,
@@ -31,27 +32,46 @@ def report_command(
     report_json: Path = typer.Argument(..., metavar="REPORT_JSON", help="A report.json written by `audit`."),
     fmt: ReportFormat = typer.Option(ReportFormat.html, "--format", help="What to render the report as."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="File to write (default: stdout)."),
+    paper: Paper = typer.Option(Paper.a4, "--paper", help="Page size of --format pdf."),
     policy: Optional[Path] = typer.Option(None, help="Re-judge the stored results under this policy file (no model is run)."),
     fail_on: FailOn = typer.Option(FailOn.inconclusive, envvar=ENV("fail-on"),
                                    help="inconclusive or fail: what makes the exit code non-zero (and a JUnit failure)."),
 ) -> None:
-    """Render a report.json as HTML, Markdown or JUnit, optionally re-judged under another policy."""
+    """Render a report.json as HTML, Markdown, JUnit or PDF, optionally re-judged under another policy.
+
+    The PDF (the pdf extra) is the HTML view on A4 or Letter pages headed by the verdict and the model's hash, with an appendix of every input's sha256.
+    """
     from ..report.load import load_report, rejudge
-    from ..report.render import render
-    from ..report.write import write_text_atomic
+    from ..report.write import write_bytes_atomic
 
     check_out(output, file=True, flag="--output")
     check_not_input(output, "--output", {"REPORT_JSON": report_json})
+    if fmt == ReportFormat.pdf:
+        from ..report.pdf import engine
+
+        engine()  # a missing engine is said before the report is read
+        if output is None and sys.stdout.isatty():
+            raise InputError("--format pdf writes a binary file: give -o FILE (or redirect stdout)")
     report = load_report(report_json)
     if policy is not None:
         pol, source = load_policy(policy)
         report = rejudge(report, pol, f"policy file {source}")
-    text = render(report, fmt, fail_on)
-    if output is None:
-        sys.stdout.write(text)
+    if fmt == ReportFormat.pdf:
+        from ..report.pdf import pdf
+
+        data = pdf(report, paper.value)
     else:
-        write_text_atomic(output, text)
+        from ..report.render import render
+
+        data = render(report, fmt, fail_on).encode("utf-8")
+    if output is not None:
+        write_bytes_atomic(output, data)
         say(f"wrote {output} ({fmt.value}): verdict {report['verdict']}")
+    elif fmt == ReportFormat.pdf:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+    else:
+        sys.stdout.write(data.decode("utf-8"))
     raise typer.Exit(exit_code(report["verdict"], fail_on))
 
 

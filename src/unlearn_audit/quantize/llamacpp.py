@@ -47,7 +47,7 @@ ROLES = {
     "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down",
 }
 INSTALL = ("install unlearn-audit[llamacpp], built with CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF "
-           "-DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF\" (README, 'GGUF K-quants')")
+           "-DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF\" (docs/schemes.md, 'GGUF K-quants')")
 
 _QUANTIZE = """
 import ctypes, sys

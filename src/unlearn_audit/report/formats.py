@@ -14,3 +14,11 @@ class ReportFormat(str, enum.Enum):
     md = "md"
     junit = "junit"
     json = "json"
+    pdf = "pdf"
+
+
+class Paper(str, enum.Enum):
+    """Page sizes of ``report --format pdf``."""
+
+    a4 = "a4"
+    letter = "letter"

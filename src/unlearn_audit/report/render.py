@@ -46,10 +46,12 @@ def _env() -> Environment:
     return env
 
 
-def html(report: dict) -> str:
+def html(report: dict, paged: dict | None = None) -> str:
+    """The self-contained HTML page. ``paged`` lays it out for the PDF (pdf.py): page size, a running header
+    with the verdict and the model's hash, page numbers, and an appendix of every input's sha256."""
     return _env().get_template("report.html.j2").render(
         r=report, summary=view.summary(report), recovery=view.recovery_chart(report), mia=view.mia(report),
-        evidence=view.evidence(report), forensics_notes=view.forensics_notes(report))
+        evidence=view.evidence(report), forensics_notes=view.forensics_notes(report), paged=paged)
 
 
 def markdown(report: dict) -> str:

@@ -137,3 +137,46 @@ def forensics_notes(report: dict) -> list[str]:
         return []
     lines = (changed_sentence(block), bf16_sentence(block.get("bf16_representable")))
     return [line[0].upper() + line[1:] + "." for line in lines if line]
+
+
+def weights_digest(model: dict) -> tuple[str, str]:
+    """The model's hash for the PDF's page header, and what it is the hash of. One weight file: that file's
+    sha256, as ``sha256sum`` prints it. Several (a sharded checkpoint): the sha256 of their ``sha256sum``
+    listing in name order (``<hash>  <name>`` lines), so a reader can recompute it from the files alone."""
+    import hashlib
+
+    files = model.get("files") or {}
+    if len(files) == 1:
+        (name, digest), = files.items()
+        return digest, f"sha256 of {name}"
+    listing = "".join(f"{files[n]}  {n}\n" for n in sorted(files))
+    return hashlib.sha256(listing.encode()).hexdigest(), f"sha256 of the sha256sum listing of its {len(files)} weight files, by name"
+
+
+def input_hashes(report: dict) -> list[dict]:
+    """Every input the audit read, with its sha256, for the PDF's appendix: each model's weight and side
+    files (config, tokenizer), each data set, a MUSE directory's files, the calibration and relearning text
+    when they are not a listed input, and the policy's content hash."""
+    rows: list[dict] = []
+    for name, inp in report["inputs"].items():
+        if not inp:
+            continue
+        if "files" in inp:
+            for group, label in (("files", "weights"), ("side_files", "file")):
+                for f, digest in (inp.get(group) or {}).items():
+                    rows.append({"input": f"{name} {label}", "path": f"{inp['path']}/{f}", "sha256": digest})
+        elif inp.get("sha256"):
+            rows.append({"input": f"{name} ({inp.get('n', '?')} records)", "path": inp["path"], "sha256": inp["sha256"]})
+    config = report["config"]
+    for f, entry in ((config.get("data_source") or {}).get("files") or {}).items():
+        rows.append({"input": f"MUSE: {entry.get('used_for', '')}", "path": f"{config['data_source']['path']}/{f}", "sha256": entry["sha256"]})
+    seen = {r["sha256"] for r in rows}
+    for key in ("calibration", "relearn"):
+        entry = config.get(key) or {}
+        if entry.get("sha256") and entry["sha256"] not in seen:
+            rows.append({"input": f"{key} text ({entry.get('source', '')})", "path": entry.get("path") or "(shipped with the tool)",
+                         "sha256": entry["sha256"]})
+    if config.get("policy_sha256"):
+        rows.append({"input": "policy (content hash of its values)", "path": config.get("policy_source", "tool defaults"),
+                     "sha256": config["policy_sha256"]})
+    return rows
