@@ -23,7 +23,8 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     # transformers imports torchao when it is installed; its CUDA-only kernels then log load failures.
-    for name in ("bitsandbytes", "torchao", "torch.utils._pytree"):
+    # bitsandbytes asks the ``kernels`` package for hub kernels, which logs a trust-check warning offline.
+    for name in ("bitsandbytes", "torchao", "torch.utils._pytree", "kernels"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
