@@ -249,7 +249,9 @@ def test_the_new_flags_refuse_wrong_values(untrained, sets, capsys, tmp_path):
     one_line_error(*run([*base, "--fail-on", "sometimes"], capsys), "Invalid value for '--fail-on'", "'fail', 'inconclusive'")
     one_line_error(*run(["demo", "--out", tmp_path / "d", "--sure-lr", "0"], capsys), "--sure-lr must be positive")
     one_line_error(*run(["demo", "--out", tmp_path / "d", "--saliency-percentile", "100"], capsys), "--saliency-percentile")
-    one_line_error(*run(["report", good, "--format", "pdf"], capsys), "Invalid value for '--format'", "'html', 'md', 'junit', 'json'")
+    one_line_error(*run(["report", good, "--format", "docx"], capsys), "Invalid value for '--format'", "'html', 'md', 'junit', 'json', 'pdf'")
+    one_line_error(*run(["report", good, "--format", "pdf", "-o", tmp_path / "r.pdf"], capsys), "invalid JSON")  # no engine advisory before it
+    assert not (tmp_path / "r.pdf").exists()
     (tmp_path / "afile").write_text("x")
     one_line_error(*run(["diff", untrained, untrained, "--out", tmp_path / "afile"], capsys), "--out must be a directory")
     one_line_error(*run(["quantize", untrained, "--scheme", "gptq-int4", "--out", tmp_path / "q", "--calibration", tmp_path / "none.jsonl"], capsys),

@@ -23,8 +23,12 @@ INSTALL = "pip install 'unlearn-audit[pdf]'"
 def engine():
     """WeasyPrint's HTML class, or a one-line input error naming the extra. WeasyPrint raises OSError, not
     ImportError, when the system's Pango library is missing; both mean the same to the user."""
+    import warnings
+
     try:
-        from weasyprint import HTML
+        with warnings.catch_warnings():  # an advisory about the system's HarfBuzz build, not about this report
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from weasyprint import HTML
     except ImportError:
         raise InputError(f"--format pdf needs WeasyPrint: {INSTALL}") from None
     except OSError as exc:
