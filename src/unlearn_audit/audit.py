@@ -100,6 +100,24 @@ def load_models(model_dir: str, original_dir: str | None, reference_dir: str | N
     return Models(ckpt, original, reference, model_dir, resident_model(ckpt, here)), cfg
 
 
+def sized_batch(cfg: AuditConfig, models: Models, data: AuditData) -> tuple[AuditConfig, str]:
+    """``cfg`` with ``--batch-size auto`` resolved (models/memory.py) from the memory free beside the
+    resident model and the longest forget or holdout text, and the report's note saying how."""
+    from .models.memory import auto_batch, free_bytes, head_bytes, row_bytes
+
+    p = next(models.resident.parameters())
+    config, tok = models.ckpt.config, models.ckpt.tokenizer
+    longest = max((len(ids) for ids in tok([*data.forget.texts, *data.holdout.texts])["input_ids"]), default=1)
+    tokens = min(longest, context_length(config) or longest)
+    materialised = p.device.type != "cuda" or getattr(config, "_attn_implementation", None) == "eager"
+    row, free = row_bytes(config, tokens, p.element_size(), materialised), free_bytes(p.device)
+    size = auto_batch(free, row, head_bytes(config))
+    return replace(cfg, batch_size=size), (
+        f"--batch-size auto: {size} ({free / 2**30:.1f} GiB free on {p.device.type} beside the resident model, "
+        f"{row / 2**20:.0f} MiB a row at the longest text's {tokens} tokens in {str(p.dtype).removeprefix('torch.')}; "
+        "docs/performance.md)")
+
+
 def as_computed(cfg: AuditConfig, resident) -> AuditConfig:
     """``cfg`` with the device and dtype ``resident`` really computes in, which the cache key and the report
     must name: with a remote executor, the driver may have no GPU and score on its CPU in float32."""
@@ -260,6 +278,9 @@ def run_audit(
     if not isinstance(data, AuditData):  # a directory layout (--muse, muse_dir.py) whose raw text is cut in tokens
         data = data.audit_data(tok)
     work = build_workload(tok, context_length(models.ckpt.config), data, cfg, schemes, provenance_notes(models.all(), data))
+    if cfg.batch_size is None:  # --batch-size auto: sized now that the resident model holds its memory
+        cfg, sized = sized_batch(cfg, models, data)
+        work = replace(work, notes=(*work.notes, sized))
     timings["load_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -23,6 +23,7 @@ from .common import (
     check_out,
     emit,
     model_ref,
+    parse_batch_size,
 )
 
 
@@ -52,7 +53,9 @@ def audit(
     seed: int = typer.Option(0, envvar=ENV("seed"), help="Seed for the bootstrap and any randomness."),
     fmt: AuditFormat = typer.Option(AuditFormat.table, "--format", envvar=ENV("format"),
                                     help="What to print on stdout: the table, the report JSON, or its Markdown or JUnit view."),
-    batch_size: int = typer.Option(8, min=1, envvar=ENV("batch-size"), help="Sequences per forward/generate batch."),
+    batch_size: str = typer.Option("8", envvar=ENV("batch-size"),
+                                   help="Sequences per forward/generate batch, or auto: as many as the memory left beside the "
+                                        "resident model holds at the longest text (docs/performance.md)."),
     backend: str = typer.Option("reference", envvar=ENV("backend"),
                                 help="reference (the tool's exact algorithms) or library (bitsandbytes/torchao twins)."),
     policy: Optional[Path] = typer.Option(None, envvar=ENV("policy"), help="TOML file of verdict thresholds (docs/policy.md)."),
@@ -99,7 +102,7 @@ def audit(
                                    "--calibration": calibration, "--relearn-data": relearn_data},
                     writes=("report.json", "report.html", "samples.jsonl"))
     jobs = get_executor(executor, ray_address)
-    cfg = audit_config(schemes, backend, policy, device, dtype, remote=executor != "local", seed=seed, batch_size=batch_size,
+    cfg = audit_config(schemes, backend, policy, device, dtype, remote=executor != "local", seed=seed, batch_size=parse_batch_size(batch_size),
                        muse_strict=muse_strict, reference_auc=reference_auc, allow_pickle=allow_pickle, limit=limit,
                        draft=not no_draft)
     if reference_auc is not None and reference is not None:

@@ -300,6 +300,19 @@ def audit_config(schemes: Optional[str], backend: str, policy: Optional[Path], d
                        dtype=dtype, **source, **settings)
 
 
+def parse_batch_size(value: str) -> int | None:
+    """``--batch-size``: a positive integer, or ``auto`` (None: sized from free memory, models/memory.py)."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise InputError(f"--batch-size must be a positive integer or auto, got {value!r}")
+    return n
+
+
 def load_policy(path: Optional[Path]):
     from ..policy import Policy
 

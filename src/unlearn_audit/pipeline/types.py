@@ -54,7 +54,7 @@ class AuditConfig:
     default_schemes: bool = False  # the schemes are the tool's defaults, not chosen: one that cannot run caps the verdict (policy.judge)
     seed: int = 0
     bootstrap: int = 1000
-    batch_size: int = 8
+    batch_size: int | None = 8  # None: --batch-size auto, resolved once the resident model is loaded (models/memory.py)
     muse_strict: bool = False
     policy: Policy = field(default_factory=Policy)
     policy_source: str = "tool defaults (README, 'The verdict')"
@@ -75,7 +75,7 @@ class AuditConfig:
             get_scheme(name)  # unknown names get a did-you-mean
         if isinstance(self.seed, bool) or not 0 <= self.seed <= SEED_MAX:
             raise InputError(f"--seed must be between 0 and {SEED_MAX}, got {self.seed}")
-        if self.bootstrap < 1 or self.batch_size < 1:
+        if self.bootstrap < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise InputError("--batch-size and the bootstrap resamples must be at least 1")
         if not is_device(self.device):
             raise InputError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
