@@ -266,3 +266,20 @@ def test_calibration_walk_is_linear_in_depth_and_equals_a_forward_per_block(arch
     for (name, a), (_, b) in zip(walked.named_parameters(), defined.named_parameters()):
         assert torch.allclose(a, b, rtol=0, atol=1e-6), name
     assert any(not torch.equal(a, b) for a, b in zip(walked.parameters(), model.parameters()))
+
+
+def test_library_backend_on_a_gpu_gives_the_true_reason_not_the_cpus():
+    """On CUDA the CPU's reasons (auto-gptq needs CUDA, ...) are false: the reason says which libraries are
+    installed and that the reference runs on the same GPU."""
+    from unlearn_audit.quantize.registry import NO_LIBRARY, for_backend, get_scheme, no_library_reason
+
+    assert no_library_reason("gptq", "cpu") == NO_LIBRARY["gptq"]
+    assert no_library_reason("gptq", "cuda:1", installed=lambda name: name == "gptqmodel") == (
+        "gptqmodel is installed, but --backend library does not run GPTQ through it: each writes its own packed "
+        "checkpoint, which this audit does not read back; --backend reference runs the reference GPTQ on this GPU")
+    assert no_library_reason("awq", "cuda", installed=lambda name: False) == (
+        "no AWQ library is installed here (awq, gptqmodel, llmcompressor); --backend reference runs the reference AWQ on this GPU")
+    for name in ("gptq-int4", "awq-int4"):
+        on_gpu = for_backend(get_scheme(name), "library", "cuda")
+        assert on_gpu.name == f"{name}@library" and "CPU" not in on_gpu.reason and on_gpu.reason.endswith("on this GPU")
+        assert for_backend(get_scheme(name), "library", "cpu").reason == NO_LIBRARY[name.split("-")[0]]

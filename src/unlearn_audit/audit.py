@@ -72,7 +72,7 @@ class Collected:
 
 
 def resolve_schemes(cfg: AuditConfig) -> list:
-    return [for_backend(get_scheme(n), cfg.backend) for n in cfg.schemes]
+    return [for_backend(get_scheme(n), cfg.backend, cfg.device) for n in cfg.schemes]
 
 
 def load_models(model_dir: str, original_dir: str | None, reference_dir: str | None, adapter_dir: str | None,

@@ -122,13 +122,32 @@ LIBRARY_TWINS = {
     "nf4": "bnb-nf4", "fp4": "bnb-fp4",
     **{f"rtn-int{b}-asym": f"torchao-int{b}-asym" for b in (8, 4, 3, 2)},
 }
-# Reference presets with no library that runs on this kind of machine, and why.
+# Reference presets with no library that runs on a CPU, and why (docs/schemes.md has the measurements).
 NO_LIBRARY = {
     "gptq": "no GPTQ library runs on CPU here: auto-gptq needs CUDA, gptqmodel needs torch>=2.14.1, "
             "llmcompressor pins transformers 5.17",
     "awq": "no AWQ library runs on CPU here: autoawq needs IPEX and transformers<=4.51, llmcompressor's AWQ "
            "needs an accelerator",
 }
+# The libraries that run each method on a GPU, by import name.
+GPU_LIBRARIES = {"gptq": ("gptqmodel", "llmcompressor", "auto_gptq"), "awq": ("awq", "gptqmodel", "llmcompressor")}
+
+
+def no_library_reason(method: str, device: str = "cpu", installed=None) -> str:
+    """Why ``--backend library`` cannot run ``method`` (gptq, awq) here. On a GPU the CPU's reasons do not
+    hold: the libraries run there, but each writes its own packed checkpoint format that this audit does
+    not read back, so the reason says which are installed and that the reference runs on the same GPU."""
+    if not str(device).startswith("cuda"):
+        return NO_LIBRARY[method]
+    from importlib.util import find_spec
+
+    found = [name for name in GPU_LIBRARIES[method] if (installed or find_spec)(name)]
+    label = method.upper()
+    have = (f"{', '.join(found)} {'is' if len(found) == 1 else 'are'} installed, but --backend library does not run "
+            f"{label} through {'it' if len(found) == 1 else 'them'}: each writes its own packed checkpoint, which this "
+            "audit does not read back" if found else
+            f"no {label} library is installed here ({', '.join(GPU_LIBRARIES[method])})")
+    return f"{have}; --backend reference runs the reference {label} on this GPU"
 
 
 def get_scheme(name: str) -> Scheme:
@@ -139,8 +158,9 @@ def get_scheme(name: str) -> Scheme:
     return SCHEMES[name]()
 
 
-def for_backend(scheme: Scheme, backend: str) -> Scheme:
-    """The scheme to run for ``--backend reference|library``; names already bound to a library stay."""
+def for_backend(scheme: Scheme, backend: str, device: str = "cpu") -> Scheme:
+    """The scheme to run for ``--backend reference|library`` on ``device``; names already bound to a
+    library stay."""
     if backend == "reference" or scheme.name in LIBRARY_TWINS.values():
         return scheme
     if scheme.name in LIBRARY_TWINS:
@@ -149,7 +169,7 @@ def for_backend(scheme: Scheme, backend: str) -> Scheme:
     if method in NO_LIBRARY:
         from .base import NoLibrary
 
-        return NoLibrary(scheme, NO_LIBRARY[method])
+        return NoLibrary(scheme, no_library_reason(method, device))
     return scheme  # fp32, and formats whose only implementation is already a library (gguf, bnb, torchao)
 
 
