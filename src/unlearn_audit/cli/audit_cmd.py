@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from .attest_cmds import load_signing_key, write_attestation
 from .common import (
     DEFAULT_OUT,
     ENV,
@@ -74,6 +75,11 @@ def audit(
     ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help="Ray cluster to join with --executor ray (default: a local instance)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Audit a seeded uniform sample of N records from each text set (forget, holdout, retain)."),
     allow_pickle: bool = typer.Option(False, help="Read pickle-only weights (.bin) with torch.load(weights_only=True); recorded in the report."),
+    attest_key: Optional[Path] = typer.Option(None, envvar=ENV("attest-key"), help="Also sign the finished audit: write "
+                                              "report.intoto.json beside report.json with this PEM private key (see `attest`)."),
+    model_signature: Optional[Path] = typer.Option(None, help="An OpenSSF model-signing signature of MODEL_DIR, verified before the "
+                                                   "audit and recorded in the report (the model-signing extra); one that fails is bad input."),
+    model_signature_key: Optional[Path] = typer.Option(None, help="The PEM public key --model-signature was signed with."),
     no_draft: bool = typer.Option(False, "--no-draft",
                                   help="Decode each variant token by token with transformers' generate, instead of verifying the "
                                   "previous variant's outputs as drafts and encoding shared prompt prefixes once."),
@@ -96,11 +102,14 @@ def audit(
     original, reference = (model_ref(original, "--original", "original", allow_pickle=allow_pickle),
                            model_ref(reference, "--reference", "reference", allow_pickle=allow_pickle))
     adapter = model_ref(adapter, "--adapter", "adapter", allow_pickle=allow_pickle, adapter=True)
+    signing_key = load_signing_key(attest_key) if attest_key is not None else None  # a wrong key costs nothing yet
+    if model_signature_key is not None and model_signature is None:
+        raise InputError("--model-signature-key: no --model-signature is given for it to check")
     check_not_input(out, "--out", {"MODEL_DIR": model_dir, "--original": original, "--reference": reference, "--adapter": adapter,
                                    "--muse": muse, "--forget": forget, "--holdout": holdout, "--retain": retain,
                                    "--forget-qa": forget_qa, "--retain-qa": retain_qa, "--holdout-qa": holdout_qa, "--icl": icl,
                                    "--calibration": calibration, "--relearn-data": relearn_data},
-                    writes=("report.json", "report.html", "samples.jsonl"))
+                    writes=("report.json", "report.html", "samples.jsonl") + (("report.intoto.json",) if attest_key else ()))
     jobs = get_executor(executor, ray_address)
     cfg = audit_config(schemes, backend, policy, device, dtype, remote=executor != "local", seed=seed, batch_size=parse_batch_size(batch_size),
                        muse_strict=muse_strict, reference_auc=reference_auc, allow_pickle=allow_pickle, limit=limit,
@@ -128,6 +137,11 @@ def audit(
         calibration=load_texts(calibration) if calibration else None,
         relearn=relearn_set,
     )
+    signature = None
+    if model_signature is not None:  # before any work: an audit of bytes other than the signed ones is refused
+        from ..attest.model_signature import verify_model_signature
+
+        signature = verify_model_signature(model_dir, model_signature, model_signature_key)
     with Steps(quiet=quiet) as steps:
         report = run_audit(
             model_dir, data, cfg,
@@ -139,7 +153,12 @@ def audit(
             executor=jobs,
             shared=VariantCache(cache_dir or shared_dir(), fresh),
         )
-    raise typer.Exit(emit(report, fmt, out, fail_on))
+    if signature is not None:
+        report["inputs"]["model"]["signature"] = signature
+    code = emit(report, fmt, out, fail_on)
+    if signing_key is not None:
+        write_attestation(out / "report.json", signing_key)
+    raise typer.Exit(code)
 
 
 def check_set_options(muse: Optional[Path], **sets: Optional[Path]) -> None:

@@ -12,7 +12,7 @@ import warnings
 import typer
 
 from ..machine import forced_fast_dtypes
-from . import audit_cmd, demo_cmd, model_cmds, report_cmds, version  # noqa: F401  (registers the commands, in this order)
+from . import attest_cmds, audit_cmd, demo_cmd, model_cmds, report_cmds, version  # noqa: F401  (registers the commands)
 from .common import InputError, app, click_exc, err, say
 
 
@@ -30,7 +30,7 @@ def _quiet_libraries() -> None:
 
 #: Commands that read only the tool's own tables and files. They load no model, so there is no library
 #: to quiet, and importing transformers to quiet it would cost them seconds (as would torch, with it).
-READ_ONLY = {"schemes", "schema", "report"}
+READ_ONLY = {"schemes", "schema", "report", "attest"}
 
 
 def _quieted(callback):

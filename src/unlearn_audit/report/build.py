@@ -12,13 +12,14 @@ from ..pipeline.types import AuditResult
 from ..probes.base import definitions
 from ..versions import installed_version
 
-SCHEMA_VERSION = "1.7"  # 1.1 added forensics, p_value, check.required, run.hardware, config.policy_sha256
+SCHEMA_VERSION = "1.8"  # 1.1 added forensics, p_value, check.required, run.hardware, config.policy_sha256
 # 1.2 added inputs.adapter, inputs.verbmem_forget, inputs.retain_icl, config.data_source, config.verbmem_prompts
 # 1.3 added the forensics blocks' changed_fraction, changed_same_cell, changed_in_zero_cell, median_abs_w_changed, bf16_representable
 # 1.4 added run.decoding (draft tokens offered and accepted per variant)
 # 1.5 added run.hardware.cpu_model, cpu_capability and fast_dtypes (what chose --dtype auto)
 # 1.6 added inputs.*.hub (repo id, revision, commit of a hub id) and inputs.*.ignored_files
 # 1.7 added config.schemes_source ("default": the tool's default schemes, one that could not run caps the verdict)
+# 1.8 added inputs.model.signature (audit --model-signature: the OpenSSF model-signing signature verified before the audit)
 
 
 def _versions() -> dict:

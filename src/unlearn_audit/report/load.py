@@ -16,11 +16,12 @@ from ..policy import Policy, Variant, judge
 from ..probes.base import Result
 
 
-def load_report(path: Path) -> dict:
+def load_report(path: Path, text: str | None = None) -> dict:
     """A report.json, checked against the published JSON Schema (``unlearn-audit schema``) and for the
     fields the views and ``rejudge`` read, so a hand-edited or truncated report is a one-line InputError
-    naming the first field that is wrong, never a crash halfway through rendering."""
-    report = parse(read_input(path, "report"), str(path))
+    naming the first field that is wrong, never a crash halfway through rendering. ``text``: the file's
+    text already read (``attest`` hashes exactly the bytes it checks, with no second read to race)."""
+    report = parse(read_input(path, "report") if text is None else text, str(path))
     if not isinstance(report, dict):
         raise InputError(f"{path}: not an unlearn-audit report (expected a JSON object)")
     missing = [k for k in ("schema_version", "verdict", "variants", "results", "checks", "config", "run") if k not in report]
