@@ -38,7 +38,7 @@ def run_fresh(args: list[str], tmp_path, **env) -> tuple[dict, subprocess.Comple
 
 
 def test_every_command_is_checked():
-    assert {"audit", "demo", "diff", "quantize", "remediate", "report", "schema", "schemes", "unlearn"} <= set(COMMANDS)
+    assert {"attest", "audit", "demo", "diff", "quantize", "remediate", "report", "schema", "schemes", "unlearn", "verify"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["schemes"], ["schema"], *[[c, "--help"] for c in COMMANDS]],

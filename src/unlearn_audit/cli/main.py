@@ -30,7 +30,7 @@ def _quiet_libraries() -> None:
 
 #: Commands that read only the tool's own tables and files. They load no model, so there is no library
 #: to quiet, and importing transformers to quiet it would cost them seconds (as would torch, with it).
-READ_ONLY = {"schemes", "schema", "report", "attest"}
+READ_ONLY = {"schemes", "schema", "report", "attest", "verify"}
 
 
 def _quieted(callback):
