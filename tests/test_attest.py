@@ -343,3 +343,29 @@ def test_attest_and_verify_without_a_model_import_neither_torch_nor_transformers
     assert result == {"code": 0, "heavy": []}, done.stderr
     result, done = run_fresh(["verify", str(copy["out"] / ENVELOPE), "--key", str(keys["ed25519"][1])], tmp_path)
     assert result["code"] in (0, None) and result["heavy"] == [], done.stderr
+
+
+def test_a_merged_adapter_is_attested_under_adapter_and_checked_with_adapter(copy, keys, tmp_path):
+    """``audit --adapter``: the audited model is the base with the adapter merged in, so the adapter's files
+    are subjects too (``adapter/<file>``), checked against ``verify --adapter DIR``."""
+    from unlearn_audit.attest.check import check_model
+    from unlearn_audit.attest.statement import build_statement
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora weights")
+    report = json.loads((copy["out"] / "report.json").read_text())
+    report["inputs"]["adapter"] = {"path": str(adapter), "files": {n: sha256_file(adapter / n) for n in ("adapter_config.json", "adapter_model.safetensors")},
+                                   "config": {}}
+    statement = build_statement(report, "0" * 64, "report.json", "report.json")
+    names = [s["name"] for s in statement["subject"]]
+    assert "adapter/adapter_config.json" in names and "adapter/adapter_model.safetensors" in names and "model.safetensors" in names
+    assert statement["predicate"]["model"]["adapter"] == {"path": str(adapter)}
+    assert check_model(statement, copy["model"], adapter) == ([], [])
+    found, notes = check_model(statement, copy["model"])
+    assert found == [] and notes == ["the attested model has an adapter merged in (2 file(s)); give --adapter DIR to check them"]
+    (adapter / "adapter_model.safetensors").write_bytes(b"other lora weights")
+    found, _ = check_model(statement, copy["model"], adapter)
+    assert found == [f"adapter: adapter/adapter_model.safetensors has sha256 {sha256_file(adapter / 'adapter_model.safetensors')}, "
+                     f"attested {report['inputs']['adapter']['files']['adapter_model.safetensors']}"]
