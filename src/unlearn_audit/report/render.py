@@ -49,7 +49,7 @@ def _env() -> Environment:
 def html(report: dict) -> str:
     return _env().get_template("report.html.j2").render(
         r=report, summary=view.summary(report), recovery=view.recovery_chart(report), mia=view.mia(report),
-        evidence=view.evidence(report), forensics_notes=view.forensics_notes(report))
+        evidence=view.evidence(report), highlight_words=view.HIGHLIGHT_WORDS, forensics_notes=view.forensics_notes(report))
 
 
 def markdown(report: dict) -> str:
