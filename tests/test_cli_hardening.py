@@ -81,6 +81,33 @@ def test_audit_out_equal_to_an_input_is_refused(bench, tmp_path, capsys):
     assert sorted(p.name for p in model.iterdir()) == before
 
 
+@pytest.fixture
+def loop(tmp_path):
+    """A loop of symbolic links, a -> b -> a."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    return tmp_path / "a"
+
+
+@pytest.mark.parametrize("command, flag", [
+    (lambda bench, loop: audit_args(bench, loop), "MODEL_DIR"),
+    (lambda bench, loop: audit_args(bench, bench["clean"], "--reference", loop), "--reference"),
+    (lambda bench, loop: ["audit", bench["clean"], "--forget", loop, "--holdout", bench["holdout"]], "--forget"),
+    (lambda bench, loop: audit_args(bench, bench["clean"], "--muse", loop), "--muse"),
+    (lambda bench, loop: audit_args(bench, bench["clean"], "--out", loop), "--out"),
+    (lambda bench, loop: audit_args(bench, bench["clean"], "--out", loop / "inside"), "--out"),
+    (lambda bench, loop: audit_args(bench, bench["clean"], "--cache-dir", loop), "--cache-dir"),
+    (lambda bench, loop: ["report", bench["forget"], "-o", loop], "--output"),
+    (lambda bench, loop: ["diff", bench["clean"], loop], "UNLEARNED_DIR"),
+    (lambda bench, loop: ["quantize", loop, "--schemes", "rtn-int8", "-o", loop.parent / "q"], "MODEL_DIR"),
+    (lambda bench, loop: ["quantize", bench["clean"], "--schemes", "rtn-int8", "-o", loop], "--out"),
+    (lambda bench, loop: ["unlearn", bench["clean"], "--forget", bench["forget"], "--retain", bench["retain"], "-o", loop], "--out"),
+], ids=["audit-model", "audit-reference", "audit-forget", "audit-muse", "audit-out", "audit-out-inside", "audit-cache-dir",
+        "report-output", "diff-model", "quantize-model", "quantize-out", "unlearn-out"])
+def test_a_loop_of_symbolic_links_is_a_one_line_error_wherever_a_path_goes(bench, loop, capsys, command, flag):
+    one_line_error(*run(command(bench, loop), capsys), str(loop), flag, "loop of symbolic links")
+
+
 # 3. tampered report.json
 
 def _drop(key):

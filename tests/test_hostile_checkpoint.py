@@ -320,6 +320,9 @@ def test_a_hidden_size_no_tensor_has_is_refused(base, tmp_path):
     ({"hidden_act": "gelu_from_the_vendor"}, "gelu_from_the_vendor"),
     ({"rope_parameters": {"rope_type": "vendor_rope", "rope_theta": 10000.0}}, "vendor_rope"),
     ({"num_hidden_layers": "two"}, "num_hidden_layers"),
+    ({"dtype": "evil"}, 'dtype "evil"'),  # AttributeError inside transformers
+    ({"num_attention_heads": 0}, "num_attention_heads 0"),  # ZeroDivisionError inside transformers
+    ({"model_type": ["llama"]}, "model_type"),
 ])
 def test_a_config_transformers_cannot_build_is_a_one_line_error(base, sets, tmp_path, capsys, patch, needle):
     ckpt = _copy(base, tmp_path / "ckpt")

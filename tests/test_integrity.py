@@ -202,3 +202,37 @@ def test_a_rename_failing_halfway_leaves_the_previous_report_set(tmp_path, monke
     write_files_atomic({tmp_path / n: f"new {n}" for n in names})
     assert {n: (tmp_path / n).read_text() for n in names} == {n: f"new {n}" for n in names}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+def test_a_directory_in_place_of_a_report_file_leaves_the_previous_set_and_nothing_else(tmp_path):
+    """report.html replaced by a directory: the set stays all old (the write fails before any rename),
+    with no file set aside and no temporary file left."""
+    from unlearn_audit.report.write import write_files_atomic
+
+    names = ("samples.jsonl", "report.html", "report.json")
+    write_files_atomic({tmp_path / n: f"old {n}" for n in names})
+    (tmp_path / "report.html").unlink()
+    (tmp_path / "report.html").mkdir()
+    (tmp_path / "report.html" / "keep.txt").write_text("the user's")
+    with pytest.raises(IsADirectoryError):
+        write_files_atomic({tmp_path / n: f"new {n}" for n in names})
+    assert {n: (tmp_path / n).read_text() for n in ("samples.jsonl", "report.json")} == {n: f"old {n}" for n in ("samples.jsonl", "report.json")}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert [p.name for p in (tmp_path / "report.html").iterdir()] == ["keep.txt"]
+
+
+def test_an_audit_whose_report_file_is_a_directory_is_refused_before_it_runs(bench, tmp_path, capsys):
+    """The same through the CLI: exit 2 naming the directory, before any model is opened, the set all old."""
+    from conftest import one_line_error, run
+
+    out = tmp_path / "out"
+    args = ["audit", bench["clean"], "--forget", bench["forget"], "--holdout", bench["holdout"], "--schemes", "fp32", "--out", out]
+    code, _ = run(args, capsys)
+    assert code in (0, 1, 4)
+    before = {n: (out / n).read_bytes() for n in ("samples.jsonl", "report.json")}
+    (out / "report.html").unlink()
+    (out / "report.html").mkdir()
+    one_line_error(*run(args, capsys), str(out / "report.html"), "directory")
+    assert {n: (out / n).read_bytes() for n in before} == before
+    assert sorted(p.name for p in out.iterdir() if p.name != ".cache") == ["report.html", "report.json", "samples.jsonl"]
+    assert (out / "report.html").is_dir()

@@ -13,6 +13,7 @@ from .common import (
     ENV,
     OUT_HELP,
     QUIET_HELP,
+    REPORT_FILES,
     SCHEMES_HELP,
     AuditFormat,
     FailOn,
@@ -25,6 +26,7 @@ from .common import (
     emit,
     model_ref,
     parse_batch_size,
+    real_path,
 )
 
 
@@ -97,7 +99,8 @@ def audit(
     from ..pipeline.executor import get_executor
     from ..pipeline.types import AuditData
 
-    check_out(out)
+    writes = REPORT_FILES + (("report.intoto.json",) if attest_key else ())
+    check_out(out, writes=writes)
     model_dir = model_ref(model_dir, "MODEL_DIR", "audited", revision, allow_pickle)
     original, reference = (model_ref(original, "--original", "original", allow_pickle=allow_pickle),
                            model_ref(reference, "--reference", "reference", allow_pickle=allow_pickle))
@@ -109,7 +112,9 @@ def audit(
                                    "--muse": muse, "--forget": forget, "--holdout": holdout, "--retain": retain,
                                    "--forget-qa": forget_qa, "--retain-qa": retain_qa, "--holdout-qa": holdout_qa, "--icl": icl,
                                    "--calibration": calibration, "--relearn-data": relearn_data},
-                    writes=("report.json", "report.html", "samples.jsonl") + (("report.intoto.json",) if attest_key else ()))
+                    writes=writes)
+    if cache_dir is not None:
+        real_path(cache_dir, "--cache-dir")
     jobs = get_executor(executor, ray_address)
     cfg = audit_config(schemes, backend, policy, device, dtype, remote=executor != "local", seed=seed, batch_size=parse_batch_size(batch_size),
                        muse_strict=muse_strict, reference_auc=reference_auc, allow_pickle=allow_pickle, limit=limit,

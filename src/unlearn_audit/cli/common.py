@@ -5,6 +5,7 @@ checks every command uses. Every common flag also reads an ``UNLEARN_AUDIT_*`` e
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import sys
 import tempfile
@@ -55,6 +56,7 @@ class AuditFormat(str, enum.Enum):
 
 
 DEFAULT_OUT = Path("unlearn-audit-report")
+REPORT_FILES = ("report.json", "report.html", "samples.jsonl")  # the report set ``write_outputs`` writes under --out
 OUT_HELP = "Directory for the report set (report.json, report.html, samples.jsonl)."
 QUIET_HELP = "No progress lines on stderr (by default a terminal shows bars and a log gets one plain line per stage)."
 
@@ -331,16 +333,37 @@ def model_ref(value, flag: str, role: str, revision: Optional[str] = None, allow
         if revision is not None:
             raise InputError(f"--revision {revision}: no {flag} is given for it to apply to")
         return None
+    real_path(Path(value), flag)
     return resolve(value, revision, role, flag, allow_pickle, adapter)
 
 
-def check_out(out: Optional[Path], file: bool = False, flag: str = "--out") -> None:
+def real_path(path: Path, flag: str) -> Path:
+    """``path`` resolved, or a one-line error naming ``flag``. A loop of symbolic links (``a -> b -> a``, or
+    a path through one) is refused by name: ``exists()`` calls it missing, ``resolve()`` raises RuntimeError
+    before Python 3.13 and passes it through after, and whatever opens it later fails with ELOOP."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{path}: {flag} leads into a loop of symbolic links") from None
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as exc:  # a loop made between the two calls; a name too long
+        raise InputError(f"{path}: {flag} cannot be resolved ({exc})") from None
+
+
+def check_out(out: Optional[Path], file: bool = False, flag: str = "--out", writes: tuple[str, ...] = ()) -> None:
     """Refuse an output directory (or, with ``file``, an output file's place) that cannot be written,
-    before any work is done rather than after the audit."""
+    before any work is done rather than after the audit. ``writes`` are the files written under the
+    directory; one that is a directory is refused now, since replacing it would fail at the end."""
     if out is None:
         return
+    real_path(out, flag)
     if not file and out.exists() and not out.is_dir():
         raise InputError(f"{out}: --out must be a directory")
+    for name in writes:
+        if (out / name).is_dir() and not (out / name).is_symlink():
+            raise InputError(f"{out / name}: a directory where {flag} writes its {name}; move it away or choose another {flag}")
     target = out.parent if file else out
     probe = target if target.exists() else next((p for p in target.parents if p.exists()), Path("."))
     if not probe.is_dir():
@@ -363,9 +386,9 @@ def check_not_input(out: Optional[Path], flag: str, inputs: dict[str, Optional[P
     Paths are compared resolved, so ``./x``, ``a/../x`` and symlinks count as the same place."""
     if out is None:
         return
-    given = {name: path.resolve() for name, path in inputs.items() if path is not None}
+    given = {name: real_path(Path(path), name) for name, path in inputs.items() if path is not None}
     for target in (out, *(out / name for name in writes)):
-        resolved = target.resolve()
+        resolved = real_path(target, flag)
         for name, where in given.items():
             if resolved == where:
                 raise InputError(f"{target}: {flag} would overwrite the input {name} ({inputs[name]}); choose another path")

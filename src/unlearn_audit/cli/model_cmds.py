@@ -12,6 +12,7 @@ from ..steps import Step
 from .common import (
     ENV,
     QUIET_HELP,
+    REPORT_FILES,
     REVISION_HELP,
     SCHEMES_HELP,
     AuditFormat,
@@ -226,7 +227,7 @@ def remediate(
     check_percentile(saliency_percentile)
     if (out / "model").exists():
         raise InputError(f"{out / 'model'}: already exists; choose a new --out")
-    check_out(out)
+    check_out(out, writes=REPORT_FILES if verify else ())
     # The re-audit's settings are checked before any training, so a bad --policy costs nothing.
     audit_cfg = audit_config(schemes, backend, policy, device, dtype, seed=seed, allow_pickle=allow_pickle) if verify else None
     f, r, h = load_texts(forget), load_texts(retain), load_texts(holdout)

@@ -23,6 +23,7 @@ pickle that names any other callable (the ``__reduce__`` trick) is refused befor
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -32,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
@@ -133,7 +133,7 @@ def _inspect(path: Path, role: str, allow_pickle: bool, pickle_flag: bool) -> tu
     config_file = path / "config.json"
     if "auto_map" in config:
         raise _custom_code(config_file)
-    if config.get("model_type") not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    if not isinstance(config.get("model_type"), str) or config["model_type"] not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise InputError(f"{config_file}: model_type {config.get('model_type')!r} is not a causal language model")
     return config, weight_files(path, allow_pickle, pickle_flag)
 
@@ -261,20 +261,74 @@ def _refuse_tokenizer_code(path: Path) -> None:
         raise _custom_code(file)
 
 
-# What transformers raises for a config.json it cannot turn into a model, all bad input: KeyError for an
-# unknown hidden_act or rope_type; StrictDataclassError for a field of the wrong type or an inconsistent
-# architecture; ValueError for other values it refuses; TypeError, RuntimeError and OverflowError when a
-# value reaches a layer's constructor (a negative or absurd size). Only config parsing and the build on the
-# meta device are covered: the real build comes after the weights were checked against that one.
-_CONFIG_ERRORS = (KeyError, ValueError, TypeError, RuntimeError, OverflowError, StrictDataclassError)
+# transformers turns config.json into a config and a model through checks that raise whatever each one
+# happens to raise: KeyError for an unknown hidden_act or rope_type, StrictDataclassError for a field of the
+# wrong type, ValueError for other values it refuses, AttributeError for an unknown dtype ("evil" is not a
+# torch attribute), ZeroDivisionError for zero attention heads, TypeError, RuntimeError, OverflowError or an
+# assertion when a value reaches a layer's constructor. All of them are bad input, whatever their type: only
+# the parsing and the build on the meta device are covered, and the real build comes after the weights were
+# checked against that one.
+CULPRITS = 100  # at most this many fields are tried one by one to name the one at fault
 
 
-def _model_config(path: Path) -> PretrainedConfig:
+# Fields that choose what forward() returns, not what it computes. The probes read ``.logits`` and
+# ``.last_hidden_state`` from the output object, so a config.json's ``return_dict: false`` (a tuple) would
+# crash them and ``output_attentions: true`` keep every attention matrix; the tool sets these, as it sets
+# the generation config (models/hf.py).
+OUTPUT_FIELDS = {"return_dict": True, "output_attentions": False, "output_hidden_states": False}
+
+
+def _model_config(path: Path, raw: dict) -> PretrainedConfig:
+    """config.json as transformers reads it (with ``OUTPUT_FIELDS`` as the tool needs them), or a one-line
+    InputError naming the file and, where removing a single field lets the rest parse, that field and its
+    value. ``raw`` is the file's JSON object."""
     try:
-        return AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-    except (OSError, *_CONFIG_ERRORS) as exc:
-        raise InputError(f"{path / 'config.json'}: transformers cannot read it ({type(exc).__name__}: "
-                         f"{_first_line(exc)})") from None
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        for name, value in OUTPUT_FIELDS.items():
+            setattr(config, name, value)
+    except Exception as exc:  # see above: every failure here is the file's
+        blame = ", ".join(f"{k} {_short_json(raw[k])}" for k in _culprits(raw)[:NAMED])
+        what = f"transformers refuses {blame}" if blame else "transformers cannot read it"
+        raise InputError(f"{path / 'config.json'}: {what} ({type(exc).__name__}: {_first_line(exc)})") from None
+    _check_generic_fields(path / "config.json", config)
+    return config
+
+
+def _check_generic_fields(config_file: Path, config: PretrainedConfig) -> None:
+    """Fields that transformers reads at forward or generate time whatever the architecture, and that a
+    config class without them keeps unchecked (a Llama config.json may carry ``sliding_window``, which the
+    attention masks then read): refused here, not found by a crash halfway through the audit."""
+    if getattr(config, "is_encoder_decoder", False) is not False:
+        raise InputError(f"{config_file}: is_encoder_decoder is {_short_json(config.is_encoder_decoder)}; a causal language model "
+                         "has no encoder")
+    window = getattr(config, "sliding_window", None)
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+        raise InputError(f"{config_file}: sliding_window {_short_json(window)} is not a number of tokens (a positive integer, or null)")
+
+
+def _culprits(raw: dict) -> list[str]:
+    """The fields of ``raw`` without which transformers accepts the rest: each is, on its own, why it does
+    not. Tried on the config class alone (no file is read), for at most ``CULPRITS`` fields."""
+    from transformers import CONFIG_MAPPING
+
+    kind = raw.get("model_type")
+    cls = CONFIG_MAPPING[kind] if isinstance(kind, str) and kind in CONFIG_MAPPING else None  # its .get() finds nothing
+    if cls is None or not _fails(cls, raw):  # not the same failure outside from_pretrained: say nothing
+        return []
+    return [k for k in list(raw)[:CULPRITS] if k != "model_type" and not _fails(cls, {f: v for f, v in raw.items() if f != k})]
+
+
+def _fails(cls, raw: dict) -> bool:
+    try:
+        cls.from_dict(dict(raw))
+    except Exception:
+        return True
+    return False
+
+
+def _short_json(value, limit: int = 40) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _build(path: Path, config: PretrainedConfig) -> PreTrainedModel:
@@ -282,7 +336,7 @@ def _build(path: Path, config: PretrainedConfig) -> PreTrainedModel:
     builds the real one, so that both tie the same tensors."""
     try:
         return empty_model(config, device="meta")
-    except _CONFIG_ERRORS as exc:
+    except Exception as exc:  # a value only a layer's constructor refuses (see above)
         raise InputError(f"{path / 'config.json'}: transformers cannot build a model from it ({type(exc).__name__}: "
                          f"{_first_line(exc)})") from None
 
@@ -403,7 +457,7 @@ def _generation_config(path: Path) -> GenerationConfig:
         except OSError:  # no (readable) generation_config.json
             return GenerationConfig.from_pretrained(path, config_file_name="config.json", _from_model_config=True,
                                                     local_files_only=True)
-    except (OSError, ValueError, TypeError) as exc:
+    except Exception as exc:  # as for config.json: whatever its checks raise, the file is at fault
         raise InputError(f"{path}: cannot read the generation config ({_first_line(exc)})") from None
 
 
@@ -422,8 +476,8 @@ def open_directory_weights(path: str | Path, role: str) -> tuple[WeightSource, P
     """A directory's safetensors weights checked against its config.json, with no tokenizer (``diff``),
     and the architecture on the meta device."""
     p = Path(path)
-    _, files = _inspect(p, role, allow_pickle=False, pickle_flag=False)
-    return open_weights(p, _model_config(p), files)
+    raw, files = _inspect(p, role, allow_pickle=False, pickle_flag=False)
+    return open_weights(p, _model_config(p, raw), files)
 
 
 def open_checkpoint(path: str | Path | ModelRef, role: str = "model", allow_pickle: bool = False) -> Checkpoint:
@@ -433,10 +487,10 @@ def open_checkpoint(path: str | Path | ModelRef, role: str = "model", allow_pick
     the index, are hashed), names and shapes checked against config.json. Its weights are read when a
     model is filled from ``source`` (models/weights.py)."""
     p = Path(path)
-    _, files = _inspect(p, role, allow_pickle, pickle_flag=True)
+    raw, files = _inspect(p, role, allow_pickle, pickle_flag=True)
     side = side_file_hashes(p)  # before they are read, so the end-of-run re-hash sees any edit after this
     _refuse_tokenizer_code(p)
-    config = _model_config(p)  # before the tokenizer, which reads config.json too and would word its errors
+    config = _model_config(p, raw)  # before the tokenizer, which reads config.json too and would word its errors
     try:
         tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # transformers raises many types for a missing/broken tokenizer

@@ -51,7 +51,8 @@ def html(report: dict, paged: dict | None = None) -> str:
     with the verdict and the model's hash, page numbers, and an appendix of every input's sha256."""
     return _env().get_template("report.html.j2").render(
         r=report, summary=view.summary(report), recovery=view.recovery_chart(report), mia=view.mia(report),
-        evidence=view.evidence(report), forensics_notes=view.forensics_notes(report), paged=paged)
+        evidence=view.evidence(report), highlight_words=view.HIGHLIGHT_WORDS, forensics_notes=view.forensics_notes(report),
+        paged=paged)
 
 
 def markdown(report: dict) -> str:

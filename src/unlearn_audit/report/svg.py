@@ -82,8 +82,8 @@ def roc(forget: list[float], holdout: list[float], title: str) -> str:
     if f.size == 0 or h.size == 0:
         return ""
     thresholds = np.unique(np.concatenate([f, h]))[::-1]
-    tpr = [0.0] + [float((h >= t).mean()) for t in thresholds]
-    fpr = [0.0] + [float((f >= t).mean()) for t in thresholds]
+    tpr = [0.0] + _at_or_above(h, thresholds).tolist()
+    fpr = [0.0] + _at_or_above(f, thresholds).tolist()
     size, pad = 150, 20
     pts = " ".join(f"{pad + a * (size - 2 * pad):.1f},{size - pad - b * (size - 2 * pad):.1f}" for a, b in zip(fpr, tpr))
     body = [f'<rect x="{pad}" y="{pad}" width="{size - 2 * pad}" height="{size - 2 * pad}" fill="none" stroke="#555"/>',
@@ -92,3 +92,10 @@ def roc(forget: list[float], holdout: list[float], title: str) -> str:
             f'<text x="{pad}" y="{size - 4}" font-size="10">FPR (forget)</text>',
             f'<text x="4" y="{pad - 6}" font-size="10">TPR (holdout)</text>']
     return _svg(size, size, title, "ROC curve of the Min-K% 40 membership score; the dashed diagonal is chance", body)
+
+
+def _at_or_above(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """The share of ``values`` at or above each threshold (a NaN is never), by binary search: comparing
+    every value with every threshold is quadratic, and minutes for a report with 100,000 scores."""
+    ranked = np.sort(values[~np.isnan(values)])
+    return (ranked.size - np.searchsorted(ranked, thresholds, side="left")) / values.size

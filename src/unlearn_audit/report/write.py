@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -54,7 +56,11 @@ def samples_text(report: dict) -> str:
 
 def write_files_atomic(files: dict[Path, str]) -> None:
     """Several files as one unit: all are written to temporary siblings first and renamed only when
-    every write succeeded, so a failure (a full disk) leaves the previous set or nothing new."""
+    every write succeeded, so a failure (a full disk) leaves the previous set or nothing new. A target
+    that is a directory is refused before anything is written: it could be moved aside and the new file
+    put in its place, but then never removed (the user's directory is not ours to delete), and the set
+    would be new while the command reported a failure."""
+    refuse_directories(files)
     temps: list[tuple[str, Path]] = []
     try:
         for path, text in files.items():
@@ -92,6 +98,15 @@ def _swap_in(temps: list[tuple[str, Path]]) -> None:
             else:
                 path.unlink(missing_ok=True)
         raise
-    for _, aside in done:
+    for _, aside in done:  # the new set is in place: a previous file that will not go is no failure of the write
         if aside is not None:
-            aside.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                aside.unlink(missing_ok=True)
+
+
+def refuse_directories(paths) -> None:
+    """IsADirectoryError for the first of ``paths`` that is a directory (a link to one is only a link,
+    which a rename replaces), before anything is written."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
