@@ -268,3 +268,44 @@ def test_the_demo_view_puts_audits_side_by_side_with_their_own_numbers(audited):
     assert f"{auc_a:.3f}" in int4 and "0.123" in int4
     assert all(any(v["name"] in line for line in text.splitlines()) for v in a["variants"])
     assert f"first: {a['verdict']}" in text and "second: PASS — constructed for the test" in text
+
+
+def _optional_paths(obj, schema, root, where=()):
+    """Every object key the schema does not require, as a path of keys (objects only)."""
+    if not isinstance(obj, dict):
+        return
+    required = set(schema.get("required", ())) if isinstance(schema, dict) else set()
+    props = schema.get("properties", {}) if isinstance(schema, dict) else {}
+    for key, value in obj.items():
+        sub = props.get(key, {})
+        if isinstance(sub, dict) and "$ref" in sub:
+            sub = root["$defs"][sub["$ref"].rsplit("/", 1)[-1]] if "$defs" in root else {}
+        if key not in required:
+            yield (*where, key)
+        yield from _optional_paths(value, sub, root, (*where, key))
+
+
+def test_a_report_missing_a_field_the_schema_allows_to_miss_is_rendered_or_refused_in_one_line(audited, tmp_path, capsys):
+    """A report written by another version or by hand can pass the schema and still lack a field a view
+    shows: each view renders it, or the command says which field in one line (exit 2), never exit 3."""
+    from unlearn_audit.resources import data_dir
+
+    report = json.loads((audited / "report.json").read_text())
+    root = json.loads((data_dir("report_templates") / "report.schema.json").read_text())
+    paths = list(_optional_paths(report, root, root))
+    assert len(paths) > 20, paths
+    refused = 0
+    for path in paths:
+        cut = json.loads(json.dumps(report))
+        parent = cut
+        for key in path[:-1]:
+            parent = parent[key]
+        del parent[path[-1]]
+        (tmp_path / "r.json").write_text(json.dumps(cut))
+        for fmt in ("html", "md", "junit"):
+            code, _, err = run(["report", tmp_path / "r.json", "--format", fmt, "-o", tmp_path / f"out.{fmt}"], capsys)
+            assert code in (0, 1, 2, 4), (path, fmt, err)
+            if code == 2:
+                refused += 1
+                assert len(err.strip().splitlines()) == 1 and "error:" in err, (path, fmt, err)
+    assert refused  # config.verbmem_generation, for one, is read by the HTML view and not required

@@ -56,14 +56,22 @@ def report_command(
     if policy is not None:
         pol, source = load_policy(policy)
         report = rejudge(report, pol, f"policy file {source}")
-    if fmt == ReportFormat.pdf:
-        from ..report.pdf import pdf
+    from jinja2.exceptions import UndefinedError
 
-        data = pdf(report, paper.value)
-    else:
-        from ..report.render import render
+    try:
+        if fmt == ReportFormat.pdf:
+            from ..report.pdf import pdf
 
-        data = render(report, fmt, fail_on).encode("utf-8")
+            data = pdf(report, paper.value)
+        else:
+            from ..report.render import render
+
+            data = render(report, fmt, fail_on).encode("utf-8")
+    # The schema checks what every report holds, not every field a view shows; one written by another
+    # version or by hand can pass it and still lack one. That is the file's fault, said in one line.
+    except (UndefinedError, KeyError) as exc:
+        what = exc.message if isinstance(exc, UndefinedError) else f"no field {exc}"
+        raise InputError(f"{report_json}: the report lacks what the {fmt.value} view shows ({what})") from None
     if output is not None:
         write_bytes_atomic(output, data)
         say(f"wrote {output} ({fmt.value}): verdict {report['verdict']}")

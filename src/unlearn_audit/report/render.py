@@ -39,8 +39,16 @@ def _xml(value) -> str:
     return _NOT_XML.sub("\ufffd", str(value))
 
 
+class _Missing(StrictUndefined):
+    """A field the report lacks, used in any way, is an ``UndefinedError`` naming it: formatting one (a
+    number's ``{:.3f}``) would otherwise be a bare TypeError."""
+
+    def __format__(self, spec: str) -> str:
+        self._fail_with_undefined_error()
+
+
 def _env() -> Environment:
-    env = Environment(loader=FileSystemLoader(str(data_dir("report_templates"))), undefined=StrictUndefined,
+    env = Environment(loader=FileSystemLoader(str(data_dir("report_templates"))), undefined=_Missing,
                       autoescape=select_autoescape(["html", "j2"], default_for_string=False), trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = view.fmt
     return env
