@@ -194,7 +194,7 @@ def _child(args, cmd: list[str]) -> tuple[subprocess.CompletedProcess, float]:
     t = time.perf_counter()
     done = subprocess.run([*prefix, sys.executable, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t
-    if done.returncode >= 2:  # 1 is the verdict FAIL or INCONCLUSIVE, a result; 2 and up are errors
+    if done.returncode in (2, 3) or done.returncode > 4:  # 0, 1 and 4 are verdicts (PASS, FAIL, INCONCLUSIVE), results here
         sys.exit(f"child exited {done.returncode}:\n{done.stderr}")
     return done, wall
 
@@ -248,7 +248,9 @@ def main() -> None:
                                    "--forget", str(workdir / "forget.jsonl"), "--holdout", str(workdir / "holdout.jsonl"),
                                    "--original", str(workdir / "original"), "--reference", str(workdir / "reference"),
                                    "--schemes", args.schemes, "--out", f"{tmp}/out", "--format", "json",
-                                   "--device", args.device, "--dtype", args.dtype])
+                                   "--device", args.device, "--dtype", args.dtype,
+                                   # nothing from an earlier run: every model is scored in this one
+                                   "--fresh", "--cache-dir", f"{tmp}/cache"])
         peak = json.loads(Path(tmp, "peak.json").read_text())
         report = json.loads(Path(tmp, "out", "report.json").read_text())
     gpu = round(peak["gpu"] / 2**30, 2) if peak["gpu"] is not None else None
