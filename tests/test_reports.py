@@ -309,3 +309,16 @@ def test_a_report_missing_a_field_the_schema_allows_to_miss_is_rendered_or_refus
                 refused += 1
                 assert len(err.strip().splitlines()) == 1 and "error:" in err, (path, fmt, err)
     assert refused  # config.verbmem_generation, for one, is read by the HTML view and not required
+
+
+def test_a_histogram_with_an_empty_split_warns_of_nothing():
+    """A hand-made report may leave one split's scores empty: the chart is drawn without a numpy warning,
+    which the command line would print as a stray ``warning:`` line."""
+    import warnings
+
+    from unlearn_audit.report import svg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chart = svg.distributions([], [1.0, 2.0], "scores")
+    assert "forget n=0 mean –; holdout n=2 mean 1.500" in chart

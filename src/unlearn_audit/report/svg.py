@@ -72,7 +72,8 @@ def distributions(forget: list[float], holdout: list[float], title: str) -> str:
     body.append(f'<text x="{pad}" y="14" font-size="11">■ forget  ┅ holdout (Min-K% 40 log-likelihood)</text>')
     body.append(f'<text x="{pad}" y="{height - 6}" font-size="10">{edges[0]:.2f}</text>')
     body.append(f'<text x="{width - pad}" y="{height - 6}" font-size="10" text-anchor="end">{edges[-1]:.2f}</text>')
-    desc = f"forget n={f.size} mean {f.mean():.3f}; holdout n={h.size} mean {h.mean():.3f}"
+    mean = lambda a: f"{a.mean():.3f}" if a.size else "–"  # a hand-made report may leave one split empty  # noqa: E731
+    desc = f"forget n={f.size} mean {mean(f)}; holdout n={h.size} mean {mean(h)}"
     return _svg(width, height, title, desc, body)
 
 
