@@ -56,7 +56,14 @@ def distributions(forget: list[float], holdout: list[float], title: str) -> str:
     both = both[np.isfinite(both)]
     if both.size == 0:
         return ""
-    edges = np.linspace(both.min(), both.max() + 1e-9, 21)
+    lo, hi = float(both.min()), float(both.max())
+    if hi <= lo:  # one value: a bin around it
+        span, limit = max(abs(lo), 1.0) * 1e-6, float(np.finfo(np.float64).max)
+        lo, hi = max(lo - span, -limit), min(hi + span, limit)
+    t = np.linspace(0.0, 1.0, 21)
+    # lo·(1−t) + hi·t never overflows where hi − lo would (scores of ±1e308 in a hand-made report), and the
+    # running maximum keeps the edges in order where rounding at such magnitudes would not
+    edges = np.maximum.accumulate(lo * (1 - t) + hi * t)
     cf, ch = np.histogram(f, edges)[0], np.histogram(h, edges)[0]
     top = max(cf.max(), ch.max(), 1)
     width, height, pad = 300, 150, 24
