@@ -181,10 +181,17 @@ def build_models(
 
     def make_base(out: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
         d = _gguf_dir()
-        tok = AutoTokenizer.from_pretrained(d, gguf_file=GGUF_FILE)
-        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=GGUF_FILE, dtype=torch.float32)
+        # transformers converts the GGUF under a plain tqdm bar, which its progress-bar switch does not
+        # reach: in a CI log that is carriage returns and a redrawn line. Our own stage line says enough.
+        bar, gguf_utils.tqdm = gguf_utils.tqdm, lambda items, **_: items
+        try:
+            tok = AutoTokenizer.from_pretrained(d, gguf_file=GGUF_FILE)
+            model = AutoModelForCausalLM.from_pretrained(d, gguf_file=GGUF_FILE, dtype=torch.float32)
+        finally:
+            gguf_utils.tqdm = bar
         model.hf_quantizer = None  # the weights are dequantized already; this lets save_pretrained run
         del model.config.quantization_config
         write_checkpoint(model, tok, out)
