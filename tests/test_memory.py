@@ -52,3 +52,19 @@ def test_the_audit_sizes_its_batch_and_says_how(bench, tmp_path, capsys):
 def test_a_bad_batch_size_is_one_line(bench, tmp_path, capsys, value):
     one_line_error(*run(["audit", bench["memoriser"], "--forget", bench["forget"], "--holdout", bench["holdout"],
                          "--batch-size", value, "--out", tmp_path / "r"], capsys), "--batch-size must be a positive integer or auto")
+
+
+def test_auto_on_a_system_that_does_not_say_its_free_memory_is_one_line(monkeypatch):
+    """macOS has no /proc/meminfo: --batch-size auto is then a clear input error, not a crash."""
+    import builtins
+
+    import torch
+
+    from unlearn_audit.errors import InputError
+    from unlearn_audit.models import memory
+
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: (_ for _ in ()).throw(FileNotFoundError(path))
+                        if path == "/proc/meminfo" else real_open(path, *a, **k))
+    with pytest.raises(InputError, match="give the batch size as a number"):
+        memory.free_bytes(torch.device("cpu"))

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InputError
+
 MAX_AUTO_BATCH = 64  # past this, a bigger batch buys little on any device and pads more
 HEADROOM = 0.8  # of the free memory, the share a batch may take
 
@@ -65,11 +67,15 @@ def free_bytes(device: torch.device) -> int:
     can be allocated without swapping."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise OSError("MemAvailable not in /proc/meminfo")
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    raise InputError("--batch-size auto: this system does not say how much memory is available (no MemAvailable in "
+                     "/proc/meminfo); give the batch size as a number")
 
 
 def auto_batch(free: int, row: int, head: int = 0, cap: int = MAX_AUTO_BATCH) -> int:
