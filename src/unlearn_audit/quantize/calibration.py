@@ -65,6 +65,14 @@ class _Stop(Exception):
     """Raised by the hook on a block's last Linear: nothing after it is needed."""
 
 
+def _forward_cut_short(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> None:
+    """A forward of the model that a hook may end early with ``_Stop`` once it has what it needs."""
+    try:
+        model(input_ids=ids, attention_mask=mask, use_cache=False)
+    except _Stop:
+        pass
+
+
 def _batches(calibration: list[list[int]], pad_id: int, size: int):
     seqs = [s[:MAX_TOKENS] for s in calibration if len(s) > 1]
     for i in range(0, len(seqs), size):
@@ -114,10 +122,7 @@ def block_stats(model: nn.Module, block: Block, calibration: list[list[int]], pa
             for ids, mask in _batches(calibration, pad_id, batch_size):
                 ids, mask = ids.to(device), mask.to(device)
                 current["mask"], current["seen"], current["alive"] = mask.reshape(-1).bool(), {}, []
-                try:
-                    model(input_ids=ids, attention_mask=mask, use_cache=False)
-                except _Stop:
-                    pass
+                _forward_cut_short(model, ids, mask)
     finally:
         for h in handles:
             h.remove()
@@ -178,10 +183,7 @@ def walk(model: nn.Module, calibration: list[list[int]], pad_id: int, rerun: boo
     try:
         with torch.inference_mode():
             for ids, mask in batches:
-                try:
-                    model(input_ids=ids, attention_mask=mask, use_cache=False)
-                except _Stop:
-                    pass
+                _forward_cut_short(model, ids, mask)
     finally:
         for h in handles:
             h.remove()
