@@ -145,8 +145,9 @@ scale_big() {  # scale_big SHAPE: wait for its checkpoints, then the audit at th
     say "FAIL scale_$1 0s not run: ${NOT_BUILT:-$(( FREE / 10**9 )) GB free under $W, too little for its three checkpoints}"; return
   fi
   # The wait is its own line, so scale_<shape>'s seconds are the audit's alone.
-  check "build_$1" 300 bash -c "$(declare -f wait_build); OUT='$OUT'; wait_build $1" &&
+  if check "build_$1" 300 bash -c "$(declare -f wait_build); OUT='$OUT'; wait_build $1"; then
     check "scale_$1" 240 "$PY" bench/scale.py --shape "$1" --workdir "$W/$1" --device cuda --dtype bfloat16 --schemes fp32,rtn-int4,nf4
+  else say "FAIL scale_$1 0s not run: its checkpoints were not built (build_$1)"; fi
   stop_build "$1"
   rm -rf "${W:?}/$1"
 }
