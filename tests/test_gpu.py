@@ -133,11 +133,41 @@ def test_a_resident_model_on_the_gpu_is_filled_and_quantized_there(tmp_path):
         assert torch.equal(out_in_weight(mod).cpu(), expected), name
 
 
+def test_the_gptq_and_awq_solvers_on_the_gpu_match_the_cpu_given_the_same_statistics():
+    """Given the same Hessian (GPTQ) or input statistics (AWQ), the solvers on CUDA choose the CPU's
+    codes: the float64 sums run in another order there, so a weight may land one cell over, but
+    almost none do. Tolerance: at least 99% of the weights identical (AWQ's up to float32 rounding).
+    Seen on an H200 (torch 2.11, 2026-12-04): GPTQ passed; AWQ chose the same α, but only 97.99% of
+    its dequantized weights were bit-identical, so AWQ is compared up to float32 rounding, a
+    tolerance not yet run on a GPU."""
+    from unlearn_audit.quantize.awq import awq_search
+    from unlearn_audit.quantize.gptq import gptq_quantize
+    from unlearn_audit.quantize.rtn import rtn_quantize
+
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(96, 256, generator=g) * 0.02
+    X = torch.randn(512, 256, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3, 256, dtype=torch.float64)
+    H, mean_abs = 2 * X.T @ X / len(X), X.abs().mean(0)
+    cpu = gptq_quantize(W, H, 4, 128)
+    gpu = gptq_quantize(W.cuda(), H.cuda(), 4, 128)
+    assert gpu.is_cuda and (gpu.cpu() == cpu).float().mean() > 0.99
+    s_cpu, a_cpu, _ = awq_search([W], H / 2, mean_abs, 4, 128)
+    s_gpu, a_gpu, _ = awq_search([W.cuda()], (H / 2).cuda(), mean_abs.cuda(), 4, 128)
+    assert a_gpu == a_cpu and s_gpu.is_cuda
+    # CUDA's pow may differ from the CPU's by an ulp, and Q(W·s)/s carries that into every weight of the
+    # column: equal up to float32 rounding, where a weight one cell over would differ by a whole step
+    q_cpu = rtn_quantize(W * s_cpu, 4, 128, symmetric=False) / s_cpu
+    q_gpu = rtn_quantize(W.cuda() * s_gpu, 4, 128, symmetric=False) / s_gpu
+    assert torch.isclose(q_gpu.cpu(), q_cpu, rtol=1e-5, atol=0).float().mean() > 0.99
+
+
 @pytest.mark.parametrize("name", ["gptq-int4", "awq-int4"])
 def test_calibrated_schemes_build_on_the_gpu(name, tmp_path):
-    """GPTQ and AWQ gather their activation statistics and solve on the resident model's device; the
-    float64 sums run in another order there, so a weight may land one cell over, but almost none do.
-    Tolerance: at least 99% of each module's weights identical to the CPU's."""
+    """GPTQ and AWQ gather their activation statistics and solve on the resident model's device. The
+    float32 forward that feeds them rounds differently on CUDA, and both methods amplify that (GPTQ's
+    error feedback carries one flipped rounding along the row; AWQ's scale moves a whole column), so
+    the codes are not compared here (the solvers are, above). What must hold is the objective: each
+    module's quantization error on the GPU within 10% of the CPU build's, and the weights on CUDA."""
     from conftest import on_disk
     from unlearn_audit.benchmark import tiny
     from unlearn_audit.models.weights import empty_model
@@ -148,9 +178,12 @@ def test_calibrated_schemes_build_on_the_gpu(name, tmp_path):
     g = torch.Generator().manual_seed(0)
     calibration = [torch.randint(3, 300, (64,), generator=g).tolist() for _ in range(8)]
     scheme = get_scheme(name)
+    whole = dict(quantizable_modules(saved.model))
     cpu = dict(quantizable_modules(scheme.build(saved, calibration)))
     gpu = scheme.build(saved, calibration, into=empty_model(saved.config, torch.float32, "cuda"))
     for mod_name, mod in quantizable_modules(gpu):
         assert mod.weight.device.type == "cuda"
-        same = (out_in_weight(mod).cpu() == out_in_weight(cpu[mod_name])).float().mean()
-        assert same > 0.99, (mod_name, float(same))
+        w = out_in_weight(whole[mod_name]).float()
+        err_gpu = (out_in_weight(mod).cpu() - w).norm()
+        err_cpu = (out_in_weight(cpu[mod_name]) - w).norm()
+        assert err_cpu > 0 and abs(err_gpu / err_cpu - 1) < 0.10, (mod_name, float(err_gpu), float(err_cpu))
