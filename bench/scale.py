@@ -21,6 +21,7 @@ runs made side by side in one sitting, not absolute numbers across machines or d
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import inspect
 import json
@@ -192,7 +193,15 @@ def _child(args, cmd: list[str]) -> tuple[subprocess.CompletedProcess, float]:
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         prefix = ["taskset", "-c", str(args.cpu)]
     t = time.perf_counter()
-    done = subprocess.run([*prefix, sys.executable, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The child's progress lines pass straight through, so a run killed by an outer time limit still
+    # shows how far it got (loading, the reference, which variant); the last lines also end an error.
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    with subprocess.Popen([*prefix, sys.executable, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True) as child:
+        for line in child.stderr:
+            sys.stderr.write(line)
+            tail.append(line)
+    done = subprocess.CompletedProcess(child.args, child.returncode, None, "".join(tail))
     wall = time.perf_counter() - t
     if done.returncode in (2, 3) or done.returncode > 4:  # 0, 1 and 4 are verdicts (PASS, FAIL, INCONCLUSIVE), results here
         sys.exit(f"child exited {done.returncode}:\n{done.stderr}")
