@@ -249,6 +249,7 @@ def test_the_new_flags_refuse_wrong_values(untrained, sets, capsys, tmp_path):
     one_line_error(*run([*base, "--fail-on", "sometimes"], capsys), "Invalid value for '--fail-on'", "'fail', 'inconclusive'")
     one_line_error(*run(["demo", "--out", tmp_path / "d", "--sure-lr", "0"], capsys), "--sure-lr must be positive")
     one_line_error(*run(["demo", "--out", tmp_path / "d", "--saliency-percentile", "100"], capsys), "--saliency-percentile")
+    one_line_error(*run(["demo", "--out", tmp_path / "d", "--recipe", "small"], capsys), "--recipe must be auto, full or lean")
     one_line_error(*run(["report", good, "--format", "docx"], capsys), "Invalid value for '--format'", "'html', 'md', 'junit', 'json', 'pdf'")
     one_line_error(*run(["report", good, "--format", "pdf", "-o", tmp_path / "r.pdf"], capsys), "invalid JSON")  # no engine advisory before it
     assert not (tmp_path / "r.pdf").exists()

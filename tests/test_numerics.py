@@ -89,6 +89,23 @@ def test_the_demo_recipe_resolves_by_the_probe_and_keys_its_cache_on_it(fast, mo
         Recipe(finetune_autocast=None, audit_dtype="bfloat16", paper_compute="float32").key()  # explicit: as given
 
 
+def test_the_demo_runs_the_lean_recipe_where_bfloat16_is_slow_and_either_where_asked(fast):
+    """A CPU without fast bfloat16 computes every stage in float32; there the full recipe took 43 min on
+    two cores, so ``auto`` picks ``LEAN`` (fewer documents, two grids), which keys its own cache."""
+    from unlearn_audit.benchmark.scenario import LEAN
+    from unlearn_audit.errors import InputError
+
+    auto = Recipe.for_machine("auto", sure_steps=3)
+    assert auto.size == ("full" if fast else "lean") and auto.sure_steps == 3
+    assert auto == (Recipe(sure_steps=3) if fast else Recipe(**LEAN, sure_steps=3))
+    lean, full = Recipe.for_machine("lean"), Recipe.for_machine("full")
+    assert (lean.size, full.size, full) == ("lean", "full", Recipe())
+    assert lean.n_forget < full.n_forget and set(lean.schemes) < set(full.schemes) and "rtn-int4" in lean.schemes
+    assert lean.key() != full.key() and lean.key("paper") != full.key("paper")
+    with pytest.raises(InputError, match="--recipe must be auto, full or lean"):
+        Recipe.for_machine("small")
+
+
 def _bf16_values(t: torch.Tensor) -> bool:
     return torch.equal(t, t.to(torch.bfloat16).to(t.dtype))
 

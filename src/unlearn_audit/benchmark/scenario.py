@@ -53,6 +53,16 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: 4-bit formats (FP4 through bitsandbytes itself, the paper's released setting; NF4, bit-identical to it).
 DEMO_SCHEMES = ("fp32", "rtn-int8", "rtn-int4", "bnb-fp4", "nf4")
 
+#: The lighter recipe, for a CPU without fast bfloat16 (AVX2 only), where every stage computes in float32
+#: at about half the rate of bfloat16 on an AMX CPU and the full recipe took 43 minutes on two cores.
+#: Every stage's work scales with the documents a set holds and the grids audited: 24 people forgotten
+#: and 24 held out (two dozen: a model that recites them is still told from one that never saw them),
+#: 8 retained, unlearning steps of 4 forget + 4 retain texts, and two grids: fp32 and rtn-int4, the
+#: paper's 4-bit RTN (Eq. 2) and the grid the control is confined to. With half the texts per step, (a)
+#: takes 18 steps: with 16 retained, 12 left fp32 PrivLeak at -37.7 and 18 at +5.7 (lr 5e-4 x 12 halved
+#: retain utility). docs/findings.md has both recipes' numbers; ``demo --recipe full`` runs the full one.
+LEAN = dict(n_forget=24, n_retain=8, n_holdout=24, unlearn_batch=4, paper_steps=18, schemes=("fp32", "rtn-int4"))
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -104,6 +114,20 @@ class Recipe:
     audit_dtype: str = "auto"
     audit_batch: int = 40
     schemes: tuple[str, ...] = DEMO_SCHEMES
+
+    @classmethod
+    def for_machine(cls, size: str = "auto", **fields) -> "Recipe":
+        """The full recipe, or ``LEAN`` where the CPU has no fast bfloat16 (``size="auto"``) or where asked
+        (``"lean"``); ``fields`` (the SURE settings) apply to either."""
+        if size not in ("auto", "full", "lean"):
+            raise InputError(f"--recipe must be auto, full or lean, got {size!r}")
+        lean = size == "lean" or (size == "auto" and fast_or_float32("bfloat16", "cpu") == "float32")
+        return cls(**{**(LEAN if lean else {}), **fields})
+
+    @property
+    def size(self) -> str:
+        """"lean" or "full", by whether this recipe is ``LEAN``'s, for the demo's first line and report."""
+        return "lean" if all(getattr(self, k) == v for k, v in LEAN.items()) else "full"
 
     def resolved(self) -> "Recipe":
         """The recipe with every "auto" replaced by what this machine computes fast (``machine``): bfloat16
@@ -298,7 +322,7 @@ def run_demo(out: Path, on_step: Callable[[str], None], log: Callable[[str], Non
     for name, path in audited.items():
         report = run_audit(str(path), data, cfg, original_dir=str(models["target"]), reference_dir=str(models["reference"]),
                            on_step=on_step, cache=variants, shared=shared)
-        report["demo"] = {"scenario": name, "recipe": asdict(recipe), "models": {**{k: str(v) for k, v in models.items()},
+        report["demo"] = {"scenario": name, "recipe": asdict(recipe), "recipe_size": recipe.size, "models": {**{k: str(v) for k, v in models.items()},
                                                                                  name: str(path)},
                           "build_s": round(build_s, 1)}
         reports[name] = report

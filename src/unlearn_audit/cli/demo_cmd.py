@@ -19,6 +19,8 @@ def demo(
     sure_lr: float = typer.Option(1e-4, help="SURE learning rate for --remediate (paper Table 6: 1e-4)."),
     sure_steps: int = typer.Option(12, min=1, help="SURE optimizer steps for --remediate."),
     saliency_percentile: float = typer.Option(90.0, help="SURE threshold γ for --remediate."),
+    recipe_size: str = typer.Option("auto", "--recipe", help="full, lean (fewer documents, fp32 and rtn-int4 only: "
+                                    "for CPUs without fast bfloat16), or auto: lean where bfloat16 is slow."),
 ) -> None:
     """Build the built-in benchmark (cached) and audit two models unlearned from its target side by side:
     (a) the paper's numerics (bfloat16 unlearning) and (b) a positive control confined to the target's
@@ -33,8 +35,10 @@ def demo(
         raise InputError(f"--sure-lr must be positive, got {sure_lr}")
     from ..machine import describe_cpu
 
-    recipe = Recipe(sure_lr=sure_lr, sure_steps=sure_steps, sure_percentile=saliency_percentile).resolved()
-    say(f"{describe_cpu()}: fine-tuning in {'bfloat16 autocast' if recipe.finetune_autocast else 'float32'}, "
+    recipe = Recipe.for_machine(recipe_size, sure_lr=sure_lr, sure_steps=sure_steps,
+                                sure_percentile=saliency_percentile).resolved()
+    say(f"{describe_cpu()}: the {recipe.size} recipe ({recipe.n_forget} documents forgotten, "
+        f"{len(recipe.schemes)} grids), fine-tuning in {'bfloat16 autocast' if recipe.finetune_autocast else 'float32'}, "
         f"(a) computed in {recipe.paper_compute}{' with bfloat16 storage' if recipe.paper_compute == 'float32' else ''}, "
         f"audits in {recipe.audit_dtype}")
     with Steps(quiet=quiet) as steps:
